@@ -1,0 +1,3 @@
+from txrepro.cli import main
+
+raise SystemExit(main())

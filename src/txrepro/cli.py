@@ -1,0 +1,180 @@
+"""Command line: `txrepro` (reproduce, report, fixtures, one command per study) and `bin/<study>.py`.
+
+Nextflow processes call `bin/<study>.py <step> ...`; `txrepro <study> <step> ...` is the same parser,
+so the static checks that read a process's command line test what really runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from txrepro import STUDY_IDS, __version__
+from txrepro.errors import TxreproError
+from txrepro.runtime import configure_logging, set_threads
+from txrepro.studies import cli_module, implemented_studies, pipeline_module
+
+
+def _study_help(study: str) -> str:
+    mod = pipeline_module(study)
+    if mod is None:
+        return f"{study} (not implemented in this version)"
+    return f"{study} steps: {', '.join(mod.STEPS)}"
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+def build_study_parser(study: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `bin/<study>.py`: one sub-command per step."""
+    mod = cli_module(study)
+    parser = argparse.ArgumentParser(prog=prog or f"{study}.py", description=_study_help(study))
+    parser.add_argument("--version", action="version", version=f"txrepro {__version__}")
+    if mod is None:
+        parser.set_defaults(func=_not_implemented(study))
+        return parser
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    mod.add_steps(steps, add_common)
+    return parser
+
+
+def _not_implemented(study: str) -> Callable[[argparse.Namespace], int]:
+    def run(_: argparse.Namespace) -> int:
+        from txrepro.errors import StudyNotImplemented
+
+        raise StudyNotImplemented(study, implemented_studies())
+
+    return run
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from txrepro.reproduce import load_params, reproduce
+
+    _, report = reproduce(args.study, args.outdir, profile=args.profile, params=load_params(args.params_file), report=not args.no_report)
+    if report is not None:
+        print(f"report: {report.summary_md}")
+        if report.html:
+            print(f"html:   {report.html}")
+    return 0
+
+
+def _cmd_fixtures(args: argparse.Namespace) -> int:
+    if args.study not in implemented_studies():
+        from txrepro.errors import StudyNotImplemented
+
+        raise StudyNotImplemented(args.study, implemented_studies())
+    mod = importlib.import_module(f"txrepro.fixtures.{args.study}")
+    paths = mod.write_fixture(Path(args.outdir), seed=args.seed)
+    for name, path in paths.items():
+        print(f"{name}\t{path}")
+    return 0
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", nargs="+", required=True, help="metrics.tsv files of the studies that ran")
+    parser.add_argument("--run-info", nargs="*", default=[], help="run_info.json files (data source per study)")
+    parser.add_argument("--figures", nargs="*", default=[], help="PNG files or folders of PNGs")
+    parser.add_argument("--versions", nargs="*", default=[], help="collated versions TSV (process, tool, version)")
+    parser.add_argument("--params-json", default=None, help="JSON of the run's parameters for the workflow summary")
+    parser.add_argument("--published", default=None, help="published metrics TSV (default: the bundled assets/published_metrics.tsv)")
+    parser.add_argument("--studies", default="all", help="studies selected for this run ('all' or a comma list)")
+    parser.add_argument("--no-html", action="store_true", help="skip MultiQC (tables and figures only)")
+    parser.add_argument("--outdir", required=True, help="report folder to write")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from txrepro.report.build import build_report
+    from txrepro.studies import parse_selection
+
+    params = json.loads(Path(args.params_json).read_text()) if args.params_json else {}
+    out = build_report(
+        args.outdir,
+        metrics=args.metrics,
+        run_infos=args.run_info,
+        figures=args.figures,
+        versions_tsv=args.versions,
+        params=params,
+        published=args.published,
+        selected=parse_selection(args.studies, require_implemented=False),
+        html=not args.no_html,
+    )
+    print(f"report: {out.summary_md}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="txrepro",
+        description="Re-run published transcriptome-AI studies and compare every number with the published one.",
+    )
+    parser.add_argument("--version", action="version", version=f"txrepro {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("reproduce", help="run studies end to end in-process, then the report")
+    p.add_argument("study", help=f"'all' or a comma list of: {', '.join(STUDY_IDS)}")
+    p.add_argument("--outdir", required=True, help="output folder (one sub-folder per study, plus report/)")
+    p.add_argument("--profile", default="test", choices=("test", "full"), help="test: bundled fixtures, tiny models; full: your data from --params-file")
+    p.add_argument("--params-file", default=None, help="YAML/JSON with the same parameters as the Nextflow pipeline")
+    p.add_argument("--no-report", action="store_true", help="skip the report")
+    add_common(p)
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("report", help="build the report from metrics tables (what bin/report.py runs)")
+    add_report_arguments(p)
+    add_common(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("fixtures", help="write a study's synthetic fixture with planted truth")
+    p.add_argument("study", choices=STUDY_IDS)
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    add_common(p)
+    p.set_defaults(func=_cmd_fixtures)
+
+    for study in STUDY_IDS:
+        sp = sub.add_parser(study, help=_study_help(study), description=_study_help(study))
+        mod = cli_module(study)
+        if mod is None:
+            sp.set_defaults(func=_not_implemented(study))
+            add_common(sp)
+            continue
+        mod.add_steps(sp.add_subparsers(dest="step", required=True, metavar="STEP"), add_common)
+    return parser
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse and dispatch; user errors become one line on stderr and exit status 2."""
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "verbose", False))
+    set_threads(getattr(args, "threads", None))
+    try:
+        return int(args.func(args) or 0)
+    except TxreproError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+def study_main(study: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bin/<study>.py`."""
+    return run(build_study_parser(study), argv)
+
+
+def report_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `bin/report.py`."""
+    parser = argparse.ArgumentParser(prog="report.py", description="Build the txrepro report from study metrics.")
+    parser.add_argument("--version", action="version", version=f"txrepro {__version__}")
+    add_report_arguments(parser)
+    add_common(parser)
+    parser.set_defaults(func=cmd_report)
+    return run(parser, argv)

@@ -1,0 +1,1 @@
+"""The report: every reproduced number beside the published one, with a verdict."""
