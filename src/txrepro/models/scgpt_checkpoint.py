@@ -153,9 +153,11 @@ def read_args(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return args
 
 
-def read_vocab(path: str | os.PathLike[str]) -> Any:
-    """scgpt's GeneVocab from a token -> id JSON, checked for consecutive ids and the specials."""
-    scgpt = import_scgpt()
+def read_vocab_json(path: str | os.PathLike[str]) -> dict[str, int]:
+    """token -> id of a vocab.json, checked for consecutive ids and scGPT's <pad> and <cls>.
+
+    Plain dict, no scgpt import: enough to map genes before any model is built.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(p, VOCAB_FILE, "a JSON object of token -> id", "nothing at this path")
@@ -171,7 +173,13 @@ def read_vocab(path: str | os.PathLike[str]) -> Any:
     for special in ("<pad>", "<cls>"):
         if special not in token2idx:
             raise InputError(p, f"token '{special}'", "scGPT's special tokens <pad> and <cls>")
-    return scgpt.tokenizer.GeneVocab.from_dict(token2idx)
+    return {str(k): int(v) for k, v in token2idx.items()}
+
+
+def read_vocab(path: str | os.PathLike[str]) -> Any:
+    """scgpt's GeneVocab from a vocab.json (default index <pad>, as scGPT sets it)."""
+    scgpt = import_scgpt()
+    return scgpt.tokenizer.GeneVocab.from_dict(read_vocab_json(path))
 
 
 def _unwrap_state(obj: Any, path: Path) -> dict[str, torch.Tensor]:
