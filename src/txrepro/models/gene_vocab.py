@@ -8,8 +8,10 @@ are counted and reported, and too few mapped genes stop the run with one line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,29 @@ from txrepro.runtime import get_logger
 log = get_logger(__name__)
 
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+
+
+def read_vocab_json(path: str | os.PathLike[str]) -> dict[str, int]:
+    """token -> id of a vocab.json, checked for consecutive ids and scGPT's <pad> and <cls>.
+
+    Plain dict, no scgpt import: enough to map genes before any model is built.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "vocab.json", "a JSON object of token -> id", "nothing at this path")
+    try:
+        token2idx = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        raise InputError(p, "vocab.json", "a JSON object of token -> id") from None
+    if not isinstance(token2idx, dict) or not token2idx:
+        raise InputError(p, "vocab.json", "a non-empty JSON object of token -> id")
+    ids = sorted(token2idx.values())
+    if ids != list(range(len(ids))):
+        raise InputError(p, "vocab.json", "consecutive token ids 0..n-1", f"ids from {ids[0]} to {ids[-1]} for {len(ids)} tokens")
+    for special in ("<pad>", "<cls>"):
+        if special not in token2idx:
+            raise InputError(p, f"token '{special}'", "scGPT's special tokens <pad> and <cls>")
+    return {str(k): int(v) for k, v in token2idx.items()}
 
 
 def looks_like_ensembl(genes: Sequence[str], fraction: float = 0.5) -> bool:

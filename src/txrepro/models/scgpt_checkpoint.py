@@ -25,6 +25,7 @@ from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_dir
 from txrepro.io.checksum import verify_checksum
 from txrepro.io.manifest import read_manifest
+from txrepro.models.gene_vocab import read_vocab_json
 from txrepro.models.torchtext_vocab import import_scgpt
 from txrepro.runtime import get_logger
 
@@ -151,29 +152,6 @@ def read_args(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise InputError(path, ARGS_FILE, "a JSON object", type(args).__name__)
     return args
-
-
-def read_vocab_json(path: str | os.PathLike[str]) -> dict[str, int]:
-    """token -> id of a vocab.json, checked for consecutive ids and scGPT's <pad> and <cls>.
-
-    Plain dict, no scgpt import: enough to map genes before any model is built.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, VOCAB_FILE, "a JSON object of token -> id", "nothing at this path")
-    try:
-        token2idx = json.loads(p.read_text())
-    except json.JSONDecodeError:
-        raise InputError(p, VOCAB_FILE, "a JSON object of token -> id") from None
-    if not isinstance(token2idx, dict) or not token2idx:
-        raise InputError(p, VOCAB_FILE, "a non-empty JSON object of token -> id")
-    ids = sorted(token2idx.values())
-    if ids != list(range(len(ids))):
-        raise InputError(p, VOCAB_FILE, "consecutive token ids 0..n-1", f"ids from {ids[0]} to {ids[-1]} for {len(ids)} tokens")
-    for special in ("<pad>", "<cls>"):
-        if special not in token2idx:
-            raise InputError(p, f"token '{special}'", "scGPT's special tokens <pad> and <cls>")
-    return {str(k): int(v) for k, v in token2idx.items()}
 
 
 def read_vocab(path: str | os.PathLike[str]) -> Any:

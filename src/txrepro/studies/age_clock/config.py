@@ -71,7 +71,7 @@ class AgeClockConfig:
     n_runs: int = 4
     cells_per_tissue: int = 100  # repository: up to this many test cells per tissue
     cells_per_group: int | None = None  # article: this many mid and this many old cells per tissue
-    perturb_batch_size: int = 512  # sequences per forward pass
+    perturb_batch_size: int | None = None  # sequences per forward pass; None: 32 on CPU (cache-bound), a token budget on CUDA
     # --- statistics
     effect: Literal["log2_mean_ratio", "ko_oe_ratio"] = "log2_mean_ratio"
     effect_threshold: float = 0.2  # |log2(mean_high/mean_low)| beyond this (repository)

@@ -25,8 +25,7 @@ from txrepro.errors import InputError
 from txrepro.io.anndata import read_h5ad_checked, require_counts, var_values
 from txrepro.io.atomic import atomic_path
 from txrepro.io.tables import read_table
-from txrepro.models.gene_vocab import map_genes_to_vocab
-from txrepro.models.scgpt_checkpoint import VOCAB_FILE, read_vocab_json
+from txrepro.models.gene_vocab import map_genes_to_vocab, read_vocab_json
 from txrepro.paths import assets_dir
 from txrepro.runtime import get_logger
 from txrepro.studies.age_clock.binning import bin_rows
@@ -62,15 +61,15 @@ def age_groups(values: pd.Series, path: str | os.PathLike[str], column: str) -> 
         out[(years >= OLD_AGE[0]) & (years <= OLD_AGE[1])] = POSITIVE_CLASS
         return pd.Series(out, index=values.index, dtype=object)
     text = values.astype(str).str.strip().str.lower()
-    out = pd.Series(None, index=values.index, dtype=object)
-    out[text.str.startswith("mid")] = NEGATIVE_CLASS
-    out[text.str.startswith("old")] = POSITIVE_CLASS
-    other = text.str.startswith(OTHER_AGEANNO_GROUPS)
-    unknown = out.isna() & ~other
+    mid, old = text.str.startswith("mid").to_numpy(), text.str.startswith("old").to_numpy()
+    unknown = ~(mid | old | text.str.startswith(OTHER_AGEANNO_GROUPS).to_numpy())
     if unknown.any():
         examples = ", ".join(repr(v) for v in pd.unique(values[unknown])[:3])
         raise InputError(path, field, "ages in years, or group names starting with 'mid' or 'old' (AgeAnno: youth/mid/old/supold)", examples)
-    return out
+    out = np.full(len(text), None, dtype=object)
+    out[mid] = NEGATIVE_CLASS
+    out[old] = POSITIVE_CLASS
+    return pd.Series(out, index=values.index, dtype=object)
 
 
 def qc_gene_mask(genes: Sequence[str]) -> np.ndarray:
@@ -210,7 +209,7 @@ def prepare(
     obs_cols = [columns.age, columns.tissue, columns.donor] + [c for c in (columns.cell_id, columns.split) if c]
     adata = read_h5ad_checked(path, obs=obs_cols, var=[columns.gene] if columns.gene else [])
     require_counts(adata, path, layer=columns.layer)
-    vocab = read_vocab_json(Path(checkpoint) / VOCAB_FILE)
+    vocab = read_vocab_json(Path(checkpoint) / "vocab.json")
     genes = var_values(adata, columns.gene)
     dup = pd.Index(genes).duplicated()
     if dup.any():
@@ -245,7 +244,8 @@ def prepare(
     info["excluded_tissues"] = excluded
     obs = obs[obs["tissue"].isin(kept_tissues)].copy()
     if columns.split:
-        obs["split"] = given_split(obs.assign(_raw=adata.obs.loc[obs.index, columns.split].to_numpy()), "_raw", cfg, path).to_numpy()
+        raw = adata.obs.loc[obs.index, columns.split].to_numpy()
+        obs["split"] = given_split(obs.assign(**{columns.split: raw}), columns.split, cfg, path).to_numpy()
     else:
         obs["split"] = donor_split(obs, cfg, path).to_numpy()
     for side in ("train", "test"):

@@ -113,4 +113,5 @@ def plot_stability(genes: pd.DataFrame, protocol: str, stability_rule: str, n_ru
     ax2.set_ylabel("genes [count]")
     ax2.set_title(f"all {len(genes)} tested genes")
     fig.suptitle(f"age_clock {protocol}: stability of perturbation calls")
+    fig.tight_layout()
     return save_png(fig, path)

@@ -103,7 +103,7 @@ def _fit_repository(model: AgeClassifier, data: dict[str, tuple[Tensor, Tensor, 
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             n += len(idx)
         lr = opt.param_groups[0]["lr"]
         if sched is not None:
@@ -158,7 +158,7 @@ def _fit_article(model: AgeClassifier, data: dict[str, tuple[Tensor, Tensor, Ten
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         model.eval()
         with torch.no_grad():
             z = model.head_logit(emb["select"]).float().cpu()
