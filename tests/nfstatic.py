@@ -339,7 +339,9 @@ def ext_args_by_process(root: Path, names: Iterable[str]) -> dict[str, str]:
             am = re.search(r"ext\.args\s*=\s*(.+?)(?=\n\s*[A-Za-z_.]+\s*=|\Z)", block, re.S)
             if not am:
                 continue
-            literals = re.findall(r"'([^']*)'|\"([^\"]*)\"", am.group(1))
+            # Operands of comparisons (`params.x.toString() == 'true'`) are not command-line words.
+            expr = re.sub(r"[=!]=\s*('[^']*'|\"[^\"]*\")", "", am.group(1))
+            literals = re.findall(r"'([^']*)'|\"([^\"]*)\"", expr)
             value = " ".join(a or b for a, b in literals)
             pattern = m.group(2).strip()
             for name in names:
