@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import anndata as ad
 import numpy as np
@@ -12,20 +13,31 @@ import scipy.sparse as sp
 import torch
 from sklearn.metrics import roc_auc_score
 
+from filelock import FileLock
+
 from conftest import assert_one_line_error, run_cli
 from txrepro.metrics.table import read_metrics
 from txrepro.report.published import read_published
 from txrepro.studies.age_clock.evaluate import classification_metrics, tissue_slug
 from txrepro.studies.age_clock.pipeline import reproduce
 from txrepro.studies.age_clock.statistics import ANTI, NONE, PRO
+from txrepro.studies.base import StudyRun
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """One reproduce() on the fixture, shared by pytest-xdist workers (computed once, under a lock)."""
     torch.set_num_threads(1)
-    return reproduce(tmp_path_factory.mktemp("age_clock"), profile="test", params={})
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = root / "age_clock_reproduce"
+    with FileLock(str(root / "age_clock_reproduce.lock")):
+        if not (out / "metrics.tsv").is_file():
+            return reproduce(out, profile="test", params={})
+    figures = sorted(p for p in out.glob("*/*/age_clock_*.png"))
+    return StudyRun("age_clock", out, out / "metrics.tsv", out / "run_info.json", figures)
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +122,25 @@ def test_repository_fine_tunes_the_encoder_and_article_freezes_it(run):
 def test_same_inputs_and_seed_same_metrics_bit_for_bit(run, metrics, tmp_path):
     fx = run.outdir / "fixture"
     params = {
-        "age_clock_protocol": "repository",
         "age_clock_input": str(fx / "age_clock_fixture.h5ad"),
         "age_clock_checkpoint": str(fx / "scgpt_tiny"),
         "age_clock_reference_genes": str(fx / "ageing_genes.tsv"),
         "age_clock_scale": "tiny",
     }
     again = read_metrics(reproduce(tmp_path, profile="test", params=params).metrics)
-    mine = metrics[metrics["model"].str.endswith("_repository")].reset_index(drop=True)
-    theirs = again[again["model"].str.endswith("_repository")].reset_index(drop=True)
-    pd.testing.assert_frame_equal(mine[["model", "metric", "value", "n"]], theirs[["model", "metric", "value", "n"]], check_exact=True)
-    skipped = again[again["model"].str.endswith("_article")]
-    assert len(skipped) == 2 and skipped["notes"].str.contains("protocol not selected").all()
+    cols = ["model", "metric", "value", "n"]
+    pd.testing.assert_frame_equal(metrics[cols], again[cols], check_exact=True)
+    assert json.loads((tmp_path / "run_info.json").read_text())["data_source"] == "provided"
+
+
+def test_unselected_protocol_is_reported_not_computed(run, tmp_path):
+    from txrepro.studies.age_clock.pipeline import collect
+
+    out = collect(tmp_path, [run.outdir / "repository" / "evaluate" / "metrics_evaluate.tsv"], data_source="fixture", protocols=["repository"])
+    m = read_metrics(out.metrics)
+    article = m[m["model"].str.endswith("_article")]
+    assert len(article) == 2 and article["value"].isna().all() and article["notes"].str.contains("protocol not selected").all()
+    assert m.loc[m["model"] == "scgpt_repository", "value"].notna().all()
 
 
 def test_batched_sweep_equals_the_original_approach(run):
@@ -201,3 +220,13 @@ def test_bad_inputs_stop_with_one_line(run, bad_inputs, tmp_path, case, extra, f
     res = run_cli(["age_clock.py", "prepare", "--input", str(h5ad), "--checkpoint", str(run.outdir / "fixture" / "scgpt_tiny"), "--out", str(out), "--scale", "tiny", *extra])
     assert_one_line_error(res, *fragments)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_manifest_checksums_guard_the_pretrained_checkpoint(run, tmp_path):
+    """With verification on, a checkpoint that is not the manifest's scGPT whole-human stops before training."""
+    from txrepro.errors import ChecksumError
+    from txrepro.studies.age_clock.train import train_scgpt
+
+    with pytest.raises(ChecksumError, match=r"scgpt_tiny/(args\.json|best_model\.pt|vocab\.json): sha256 checksum"):
+        train_scgpt(run.outdir / "repository" / "prepared.h5ad", run.outdir / "fixture" / "scgpt_tiny", tmp_path / "model", verify_manifest=True)
+    assert not (tmp_path / "model").exists()
