@@ -286,6 +286,8 @@ def prepare(
     log.info("binning %d cells x %d genes into %d bins", counts_sel.shape[0], counts_sel.shape[1], cfg.n_bins)
     binned = bin_rows(counts_sel, cfg.n_bins, seed=cfg.binning_seed)
     var = pd.DataFrame({"vocab_id": np.array([vocab[g] for g in selected], dtype=np.int64)}, index=pd.Index(selected))
+    for name in ("tissue", "donor", "age_group", "split"):
+        obs[name] = obs[name].astype("category")  # what anndata would convert them to on write, silently
     out = ad.AnnData(X=counts_sel, obs=obs, var=var, layers={"log_norm": log_norm[:, col].tocsr(), "binned": binned})
     out.uns[UNS_KEY] = json.dumps(info, sort_keys=True)
     n_split = obs["split"].value_counts().to_dict()

@@ -53,7 +53,8 @@ def classification_metrics(labels: np.ndarray, p_old: np.ndarray) -> dict[str, f
 
 def _test_frame(adata) -> pd.DataFrame:
     test = adata.obs["split"].to_numpy() == "test"
-    return adata.obs.loc[test, ["cell_id", "tissue", "donor", "age_group", "label"]].reset_index(drop=True), test
+    frame = adata.obs.loc[test, ["cell_id", "tissue", "donor", "age_group", "label"]].reset_index(drop=True)
+    return frame.astype({"cell_id": str, "tissue": str, "donor": str, "age_group": str}), test
 
 
 def predict_scgpt(prepared: str | os.PathLike[str], model_dir: str | os.PathLike[str], *, device: str = "auto") -> pd.DataFrame:

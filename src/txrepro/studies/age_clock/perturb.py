@@ -301,7 +301,7 @@ def perturb(
         counts = sp.csr_matrix(adata.X[rows], dtype=np.float32)
         oe = tissue_max_counts(adata, rows) if (cfg.perturb_mode == "replace" and cfg.oe_value == "tissue_max") else None
         res = batched_sweep(model, counts, gene_ids, vocab["<cls>"], cfg, oe_values=oe, device=device, run=run)
-        meta_cols = adata.obs.iloc[rows][["cell_id", "tissue", "age_group", "label"]].reset_index(drop=True)
+        meta_cols = adata.obs.iloc[rows][["cell_id", "tissue", "age_group", "label"]].reset_index(drop=True).astype({"tissue": str, "age_group": str})
         block = pd.DataFrame({f"{g}_high": res.p_high[:, j] for j, g in enumerate(genes)})
         block = pd.concat([block, pd.DataFrame({f"{g}_low": res.p_low[:, j] for j, g in enumerate(genes)})], axis=1)
         frames.append(pd.concat([meta_cols.assign(run=run + 1, p_old=res.p_base), block], axis=1))
