@@ -101,8 +101,10 @@ def ism(model: PSageNet, ref: np.ndarray, personal: np.ndarray, positions: np.nd
         return model(rt, pt, pt)[:, 1].double().cpu().numpy()
 
     base = float(run(ref[None], personal[None])[0])
-    jobs = [(p, b) for p in positions for b in range(4)]
-    out = np.zeros(len(jobs))
+    # a "mutation" that changes neither input is f(x) itself: skip it
+    jobs = [(p, b) for p in positions for b in range(4) if not (personal[p] == b and (not joint or ref[p] == b))]
+    out = np.full(len(positions) * 4, base)
+    where = {(p, b): i * 4 + b for i, p in enumerate(positions) for b in range(4)}
     for s in range(0, len(jobs), batch_size):
         chunk = jobs[s : s + batch_size]
         pers = np.repeat(personal[None], len(chunk), axis=0)
@@ -111,7 +113,7 @@ def ism(model: PSageNet, ref: np.ndarray, personal: np.ndarray, positions: np.nd
             pers[k, p] = b
             if joint:
                 refs[k, p] = b
-        out[s : s + len(chunk)] = run(refs, pers)
+        out[[where[j] for j in chunk]] = run(refs, pers)
     return base, out.reshape(len(positions), 4)
 
 

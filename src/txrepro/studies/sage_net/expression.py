@@ -27,7 +27,7 @@ log = get_logger(__name__)
 def read_expression(path: str | os.PathLike[str], what: str = "expression table") -> pd.DataFrame:
     """Genes x samples, first column the gene id; every value a finite number."""
     p = Path(path)
-    df = read_table(p, what=what, index_col=0)
+    df = read_table(p, what=what, index_col=0, keep_default_na=False)  # report "n/a" as written, not as NaN
     if df.shape[1] == 0 or df.shape[0] == 0:
         raise InputError(p, what, "genes as rows, samples as columns, gene ids in the first column", f"shape {df.shape}")
     df.index = df.index.astype(str)

@@ -128,7 +128,7 @@ def evaluate_step(
 def _params(params: Mapping[str, Any], profile: str) -> dict[str, Any]:
     p = dict(DEFAULTS)
     if profile == "test":
-        p |= {"sage_net_config": "tiny", "sage_net_ism_half_width": 500}
+        p |= {"sage_net_config": "tiny", "sage_net_ism_half_width": 300}
     p |= {k: v for k, v in params.items() if k.startswith("sage_net_") and v is not None}
     return p
 
