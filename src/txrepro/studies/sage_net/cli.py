@@ -55,7 +55,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--role", default="main", choices=("main", "external"))
     p.add_argument("--split-seed", type=int, default=17)
     p.add_argument("--max-ref-mismatch", type=float, default=0.05, help="stop when more REF alleles than this fraction differ from the FASTA")
-    p.add_argument("--require-phased", action="store_true", help="stop on unphased heterozygous genotypes (default: count and warn)")
+    p.add_argument("--require-phased", default="false", choices=("true", "false"), help="true: stop on unphased heterozygous genotypes (default: count and warn)")
     p.add_argument("--index-vcf", action="store_true", help="index an unindexed or plain-gzip VCF on the fly instead of stopping")
     p.add_argument("--cache-dir", default=None, help="reuse per-gene variant matrices from this folder across runs")
     p.add_argument("--out", required=True)
@@ -137,7 +137,7 @@ def _prepare(a: argparse.Namespace) -> int:
     )
     params = PrepareParams(
         window=a.window, anchor=a.anchor, cohort=a.cohort, role=a.role, split_seed=a.split_seed, max_ref_mismatch=a.max_ref_mismatch,
-        require_phased=a.require_phased, index_vcf=a.index_vcf, cache_dir=a.cache_dir,
+        require_phased=a.require_phased == "true", index_vcf=a.index_vcf, cache_dir=a.cache_dir,
     )
     prepare(inputs, Path(a.out), params)
     return 0

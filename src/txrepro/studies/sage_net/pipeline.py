@@ -25,7 +25,7 @@ from txrepro.studies.sage_net import STUDY
 log = get_logger(__name__)
 
 STEPS: tuple[str, ...] = (
-    "index-vcf", "preprocess-expression", "prepare", "predixcan", "train-rsagenet", "train-psagenet", "attribute", "evaluate",
+    "fixture", "index-vcf", "preprocess-expression", "prepare", "predixcan", "train-rsagenet", "train-psagenet", "attribute", "evaluate",
 )
 
 INPUT_KEYS = ("vcf", "fasta", "genes", "expression")
@@ -112,8 +112,12 @@ def evaluate_step(
             f"gene {summary['gene']}, variant {summary['variant']}: distance of the ISM peak from the variant (window {summary['ism_window']})",
         ))
         fig = Path(attribution) / "sage_net_attribution.png"
-        if fig.is_file():
-            figures.append(fig)
+        if fig.is_file():  # beside the other figures, so one glob collects them (Nextflow, report)
+            import shutil
+
+            with atomic_path(outdir / fig.name) as tmp:
+                shutil.copyfile(fig, tmp)
+            figures.append(outdir / fig.name)
     inputs = {"prepared": str(prepared), "predixcan": str(predixcan), "rsagenet": str(rsagenet), "psagenet": str(psagenet)}
     if external:
         inputs["external_prepared"] = str(external)

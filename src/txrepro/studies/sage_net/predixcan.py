@@ -114,7 +114,7 @@ def run_predixcan(prepared: Prepared, outdir: Path, params: PrediXcanParams) -> 
         pd.DataFrame(weights, columns=["gene_id", "contig", "pos", "ref", "alt", "coef"]).to_csv(tmp / "weights.tsv", sep="\t", index=False)
         with open(tmp / "predictions.npz", "wb") as fh:
             np.savez(fh, genes=np.array(genes, dtype=str), samples=np.array(prepared.sample_ids, dtype=str), pred=pred)
-        write_json(tmp / "params.json", asdict(params) | {"n_genes_fitted": int(ranked.sum()), "n_genes_without_features": int((table["n_features"] == 0).sum())})
+        write_json(tmp / "settings.json", asdict(params) | {"n_genes_fitted": int(ranked.sum()), "n_genes_without_features": int((table["n_features"] == 0).sum())})
     log.info("PrediXcan: %d genes fitted, %d without variants above the MAF threshold", int(ranked.sum()), int((table["n_features"] == 0).sum()))
     return outdir
 

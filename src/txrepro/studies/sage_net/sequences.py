@@ -139,12 +139,39 @@ def reference_sequence(region_codes: np.ndarray, gw: GeneWindow) -> np.ndarray:
 def _materialise(region_codes: np.ndarray, gw: GeneWindow, applied: np.ndarray, use: np.ndarray, gv: GeneVariants) -> np.ndarray:
     """Codes [haplotypes, L] for haplotypes given by `applied` [variants x haplotypes]."""
     n_hap = applied.shape[1]
+    if n_hap == 0:
+        return np.zeros((0, gw.length), np.uint8)
+    if _fill_kernel is not None:  # compiled segment copy: memory-bound, no per-base index arrays
+        plan = _plan(region_codes, gw, applied, use, gv)
+        out = np.full((n_hap, gw.length), N_CODE, dtype=np.uint8)
+        _fill_kernel(plan.buf, plan.seg_src, plan.seg_len, plan.seg_first, plan.n_seg, plan.q0, plan.vlo, plan.vhi, plan.mirror, gw.minus, COMPLEMENT, out)
+        return out
     chunk = max(1, _MAX_CELLS // max(1, len(region_codes)))
-    parts = [_materialise_chunk(region_codes, gw, applied[:, i : i + chunk], use, gv) for i in range(0, n_hap, chunk)]
-    return np.concatenate(parts, axis=0) if parts else np.zeros((0, gw.length), np.uint8)
+    return np.concatenate([_fill_numpy(_plan(region_codes, gw, applied[:, i : i + chunk], use, gv), gw) for i in range(0, n_hap, chunk)], axis=0)
 
 
-def _materialise_chunk(region_codes: np.ndarray, gw: GeneWindow, applied: np.ndarray, use: np.ndarray, gv: GeneVariants) -> np.ndarray:
+@dataclass
+class _Plan:
+    """Each haplotype as segments of `buf` (reference stretches and ALT alleles) and the part kept.
+
+    Haplotype h is seg_src/seg_len[seg_first[h] : seg_first[h] + n_seg[h]] laid end to end; its
+    bases j in [vlo, vhi) go to output column j - q0 (plus strand) or mirror - (j - q0),
+    complemented (minus strand).
+    """
+
+    buf: np.ndarray
+    seg_src: np.ndarray
+    seg_len: np.ndarray
+    seg_first: np.ndarray
+    n_seg: np.ndarray
+    hap_len: np.ndarray
+    q0: np.ndarray
+    vlo: np.ndarray
+    vhi: np.ndarray
+    mirror: np.ndarray
+
+
+def _plan(region_codes: np.ndarray, gw: GeneWindow, applied: np.ndarray, use: np.ndarray, gv: GeneVariants) -> _Plan:
     n = len(region_codes)
     L = gw.length
     rs, _ = gw.region
@@ -158,7 +185,7 @@ def _materialise_chunk(region_codes: np.ndarray, gw: GeneWindow, applied: np.nda
         ref_len = gv.ref_len[use]
     else:
         alt_len = alt_off = pos = ref_len = np.zeros(0, np.int64)
-        buf = region_codes
+        buf = np.ascontiguousarray(region_codes, dtype=np.uint8)
     # applied (variant, haplotype) pairs, grouped by haplotype, in position order within each
     h_idx, v_idx = np.nonzero(applied.T)
     n_pairs = h_idx.size
@@ -190,10 +217,6 @@ def _materialise_chunk(region_codes: np.ndarray, gw: GeneWindow, applied: np.nda
     final_seg = seg_first + 2 * m
     seg_src[final_seg] = last_stop
     seg_len[final_seg] = n - last_stop
-    out_start = np.cumsum(seg_len) - seg_len
-    total = int(seg_len.sum())
-    flat = buf[np.repeat(seg_src - out_start, seg_len) + np.arange(total, dtype=np.int64)]
-    hap_start = out_start[seg_first]
     hap_len = n + np.bincount(h_idx, weights=d, minlength=n_hap).astype(np.int64)
 
     if gw.anchor == "tss":
@@ -207,18 +230,55 @@ def _materialise_chunk(region_codes: np.ndarray, gw: GeneWindow, applied: np.nda
             hs = h_idx[span]
             t_h[hs] = s[span] + shift_before[span] + np.minimum(t - s[span], k[span])
         q0 = t_h - L // 2
-        i = np.arange(L, dtype=np.int64)
-        q = q0[:, None] + ((L - 1 - i) if gw.minus else i)[None, :]
-    else:
-        i = np.arange(L, dtype=np.int64)
-        if gw.minus:
-            kept = np.minimum(L, hap_len)
-            q = kept[:, None] - 1 - i[None, :]  # reverse the kept prefix; negative -> padding
-        else:
-            q = np.broadcast_to(i, (n_hap, L))
-    valid = (q >= 0) & (q < np.minimum(hap_len, L if gw.anchor == "window_start" else hap_len)[:, None])
-    gathered = flat[np.where(valid, hap_start[:, None] + q, 0)]
-    out = np.where(valid, gathered, N_CODE).astype(np.uint8)
+        vlo, vhi = np.maximum(0, q0), np.minimum(hap_len, q0 + L)
+        mirror = np.full(n_hap, L - 1, dtype=np.int64)
+    else:  # keep the first L bases; on the minus strand that kept prefix is reversed before padding
+        q0 = np.zeros(n_hap, np.int64)
+        vlo, vhi = q0.copy(), np.minimum(hap_len, L)
+        mirror = vhi - 1
+    return _Plan(buf, seg_src, seg_len, seg_first, 2 * m + 1, hap_len, q0, vlo, vhi, mirror)
+
+
+def _fill_numpy(plan: _Plan, gw: GeneWindow) -> np.ndarray:
+    """Pure numpy path (no numba): materialise every haplotype, then gather the kept columns."""
+    out_start = np.cumsum(plan.seg_len) - plan.seg_len
+    total = int(plan.seg_len.sum())
+    flat = plan.buf[np.repeat(plan.seg_src - out_start, plan.seg_len) + np.arange(total, dtype=np.int64)]
+    hap_start = out_start[plan.seg_first]
+    i = np.arange(gw.length, dtype=np.int64)
+    j = plan.q0[:, None] + ((plan.mirror[:, None] - i[None, :]) if gw.minus else i[None, :])
+    valid = (j >= plan.vlo[:, None]) & (j < plan.vhi[:, None])
+    out = np.where(valid, flat[np.where(valid, hap_start[:, None] + j, 0)], N_CODE).astype(np.uint8)
     if gw.minus:
         out = np.where(valid, COMPLEMENT[out], N_CODE).astype(np.uint8)
     return out
+
+
+def _fill_segments(buf, seg_src, seg_len, seg_first, n_seg, q0, vlo, vhi, mirror, minus, comp, out):  # pragma: no cover - compiled
+    """Copy each haplotype's kept bases segment by segment (compiled by numba when available)."""
+    for h in range(out.shape[0]):
+        j = 0
+        lo, hi, off = vlo[h], vhi[h], q0[h]
+        for sg in range(seg_first[h], seg_first[h] + n_seg[h]):
+            if j >= hi:
+                break
+            ln = seg_len[sg]
+            a = max(j, lo)
+            b = min(j + ln, hi)
+            src = seg_src[sg] - j
+            if minus:
+                for t in range(a, b):
+                    out[h, mirror[h] - (t - off)] = comp[buf[src + t]]
+            else:
+                for t in range(a, b):
+                    out[h, t - off] = buf[src + t]
+            j += ln
+    return out
+
+
+try:  # numba is in the lock file; without it the numpy path gives the same sequences, slower
+    from numba import njit
+
+    _fill_kernel = njit(cache=True, nogil=True)(_fill_segments)
+except ImportError:  # pragma: no cover
+    _fill_kernel = None
