@@ -80,8 +80,8 @@ def gene_scatter_figure(per_gene: pd.DataFrame, path: Path, annotate_max: int = 
     return save_png(fig, path)
 
 
-def training_figure(histories: dict[str, pd.DataFrame], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+def training_figure(histories: dict[str, pd.DataFrame], path: Path, best_epoch: int | None = None) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     r = histories.get("r_sage_net")
     if r is not None and len(r):
         axes[0].plot(r["epoch"], r["train_loss"], marker="o", ms=3, label="r-SAGE-net train MSE")
@@ -104,8 +104,12 @@ def training_figure(histories: dict[str, pd.DataFrame], path: Path) -> Path:
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("median per-gene r (deviation head)")
     axes[1].set_title("p-SAGE-net validation (checkpoint metric)")
+    if best_epoch is not None:
+        for ax in axes:
+            ax.axvline(best_epoch, color="grey", ls=":", lw=1, label="kept p-SAGE-net epoch")
     axes[1].legend(fontsize=7)
     fig.suptitle("SAGE-net training")
+    fig.tight_layout()
     return save_png(fig, path)
 
 

@@ -104,7 +104,8 @@ def evaluate_step(
     figures.append(gene_pearson_figure(table, lines, outdir / "sage_net_gene_pearson.png"))
     figures.append(gene_scatter_figure(table, outdir / "sage_net_gene_pearson_scatter.png"))
     histories = {name: pd.read_csv(Path(d) / "history.tsv", sep="\t") for name, d in (("r_sage_net", rsagenet), ("p_sage_net", psagenet))}
-    figures.append(training_figure(histories, outdir / "sage_net_training.png"))
+    best = json.loads((Path(psagenet) / "meta.json").read_text()).get("best_epoch")
+    figures.append(training_figure(histories, outdir / "sage_net_training.png", best))
     if attribution is not None:
         summary = json.loads((Path(attribution) / "summary.json").read_text())
         rows.append(MetricRow(
