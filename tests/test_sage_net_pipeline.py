@@ -124,12 +124,43 @@ def test_attribution_peaks_at_the_causal_snp(run, metrics):
 
 
 def test_same_inputs_same_metrics_bit_for_bit(run, tmp_path):
+    """The fixture files given as data (profile full, a params file with command-line strings) give
+    byte-identical metrics: the provided-data path, param coercion and CPU determinism at once."""
+    import yaml
+
+    from txrepro.reproduce import load_params, reproduce
+
+    fx = run / "sage_net" / "fixture"
+    params = {
+        "sage_net_vcf": fx / "cohort.vcf.gz", "sage_net_fasta": fx / "genome.fa", "sage_net_genes": fx / "genes.tsv",
+        "sage_net_expression": fx / "expression_tpm.csv", "sage_net_expression_is_adjusted": "false",
+        "sage_net_covariates": fx / "covariates.csv", "sage_net_expression_pcs": "0",
+        "sage_net_train_samples": fx / "train_samples.txt", "sage_net_val_samples": fx / "val_samples.txt",
+        "sage_net_test_samples": fx / "test_samples.txt", "sage_net_external_vcf": fx / "external.vcf.gz",
+        "sage_net_external_expression": fx / "external_expression.csv", "sage_net_external_samples": fx / "external_samples.txt",
+        "sage_net_config": "tiny", "sage_net_window": "1000", "sage_net_ism_half_width": "300", "sage_net_require_phased": "false",
+    }
+    pfile = tmp_path / "params.yml"
+    pfile.write_text(yaml.safe_dump({k: str(v) for k, v in params.items()}))
+    runs, _ = reproduce("sage_net", tmp_path / "out", profile="full", params=load_params(pfile), report=False)
+    assert json.loads(runs[0].run_info.read_text())["data_source"] == "provided"
+    assert (run / "sage_net" / "metrics.tsv").read_bytes() == runs[0].metrics.read_bytes()
+
+
+def test_full_profile_without_data_is_not_computed(tmp_path):
     from txrepro.reproduce import reproduce
 
-    runs, _ = reproduce("sage_net", tmp_path, profile="test", report=False)
-    a = (run / "sage_net" / "metrics.tsv").read_bytes()
-    b = runs[0].metrics.read_bytes()
-    assert a == b
+    runs, _ = reproduce("sage_net", tmp_path, profile="full", report=False)
+    m = read_metrics(runs[0].metrics)
+    assert len(m) == 4 and m["notes"].str.startswith("not computed: data not provided").all()
+
+
+def test_partial_inputs_are_an_error(tmp_path):
+    from txrepro.errors import InputError
+    from txrepro.reproduce import reproduce
+
+    with pytest.raises(InputError, match="sage_net_fasta: expected all of"):
+        reproduce("sage_net", tmp_path, profile="test", params={"sage_net_vcf": "x.vcf.gz"}, report=False)
 
 
 def test_step_help_lists_every_step():

@@ -47,8 +47,6 @@ DEFAULTS: dict[str, Any] = {
     "sage_net_attribution_gene": None,
     "sage_net_attribution_variant": None,
     "sage_net_ism_half_width": 100,
-    "sage_net_device": "auto",
-    "sage_net_index_vcf": False,
     "sage_net_require_phased": False,
     "sage_net_max_ref_mismatch": 0.05,
 }
@@ -130,11 +128,37 @@ def evaluate_step(
 # --------------------------------------------------------------------------------------------
 
 
+BOOLEAN_KEYS = ("sage_net_expression_is_adjusted", "sage_net_require_phased")
+INTEGER_KEYS = ("sage_net_expression_pcs", "sage_net_split_seed", "sage_net_window", "sage_net_top_genes", "sage_net_seed", "sage_net_max_epochs", "sage_net_ism_half_width")
+FLOAT_KEYS = ("sage_net_maf", "sage_net_max_ref_mismatch")
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    """Params files and command lines give 'false' as a string, which Python reads as true."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0", ""):
+        return False
+    raise InputError("--params-file", key, "true or false", repr(value))
+
+
 def _params(params: Mapping[str, Any], profile: str) -> dict[str, Any]:
+    """DEFAULTS < test-profile settings < the given params, typed as nextflow_schema.json types them."""
     p = dict(DEFAULTS)
     if profile == "test":
         p |= {"sage_net_config": "tiny", "sage_net_ism_half_width": 300}
     p |= {k: v for k, v in params.items() if k.startswith("sage_net_") and v is not None}
+    for key, cast in [(k, _as_bool) for k in BOOLEAN_KEYS] + [(k, int) for k in INTEGER_KEYS] + [(k, float) for k in FLOAT_KEYS]:
+        if p.get(key) is None:
+            continue
+        try:
+            p[key] = cast(key, p[key]) if cast is _as_bool else cast(p[key])
+        except (TypeError, ValueError):
+            raise InputError("--params-file", key, f"a{'n integer' if cast is int else ' number'}", repr(p[key])) from None
+    p["device"] = str(params.get("device") or "auto")  # the pipeline-wide --device
     return p
 
 
@@ -164,7 +188,11 @@ def reproduce(outdir: Path, *, profile: str, params: dict) -> StudyRun:
     outdir = Path(outdir)
     p = _params(params, profile)
     data_source = "provided"
-    if not all(p.get(f"sage_net_{k}") for k in INPUT_KEYS):
+    given = [k for k in INPUT_KEYS if p.get(f"sage_net_{k}")]
+    if given and len(given) < len(INPUT_KEYS):
+        missing = next(k for k in INPUT_KEYS if k not in given)
+        raise InputError("--params-file", f"sage_net_{missing}", f"all of {', '.join('sage_net_' + k for k in INPUT_KEYS)} (or none: the fixture / not computed)", "missing")
+    if not given:
         if profile == "full":
             return missing_data_run(outdir, STUDY, params={k: str(v) for k, v in p.items()})
         p |= _fixture_params(outdir)
@@ -182,7 +210,8 @@ def reproduce(outdir: Path, *, profile: str, params: dict) -> StudyRun:
         expression = preprocess_step(expression, path("sage_net_covariates"), work / "expression_adjusted.csv", n_pcs=int(p["sage_net_expression_pcs"]))
     pparams = PrepareParams(
         window=window, anchor=p["sage_net_anchor"], cohort=p["sage_net_cohort"], split_seed=int(p["sage_net_split_seed"]),
-        max_ref_mismatch=float(p["sage_net_max_ref_mismatch"]), require_phased=bool(p["sage_net_require_phased"]), index_vcf=bool(p["sage_net_index_vcf"]),
+        # like the Nextflow process: an unindexed or plain-gzip VCF is indexed in a temporary copy
+        max_ref_mismatch=p["sage_net_max_ref_mismatch"], require_phased=p["sage_net_require_phased"], index_vcf=True,
     )
     prepare(
         PrepareInputs(
@@ -204,16 +233,16 @@ def reproduce(outdir: Path, *, profile: str, params: dict) -> StudyRun:
     main = Prepared(work / "prepared")
     run_predixcan(main, work / "predixcan", PrediXcanParams(maf_threshold=float(p["sage_net_maf"]), alpha_grid=p["sage_net_alpha_grid"]))
     px = PrediXcanResult(work / "predixcan")
-    tparams = TrainParams(seed=int(p["sage_net_seed"]), device=p["sage_net_device"], top_genes=int(p["sage_net_top_genes"]),
+    tparams = TrainParams(seed=int(p["sage_net_seed"]), device=p["device"], top_genes=int(p["sage_net_top_genes"]),
                           max_epochs=int(p["sage_net_max_epochs"]) if p.get("sage_net_max_epochs") else None)
     train_rsagenet(main, work / "rsagenet", cfg, tparams)
     train_psagenet(main, px, work / "psagenet", cfg, tparams, work / "rsagenet")
     run_attribution(main, px, work / "psagenet", work / "attribution", AttributionParams(
         gene=p["sage_net_attribution_gene"], variant=p["sage_net_attribution_variant"], half_width=int(p["sage_net_ism_half_width"]),
-        device=p["sage_net_device"], top_genes=int(p["sage_net_top_genes"]),
+        device=p["device"], top_genes=int(p["sage_net_top_genes"]),
     ))
     return evaluate_step(
         work / "prepared", work / "predixcan", work / "rsagenet", work / "psagenet", outdir, external=external, attribution=work / "attribution",
         cohort=p["sage_net_cohort"], external_cohort=p["sage_net_external_cohort"], top_genes=int(p["sage_net_top_genes"]),
-        device=p["sage_net_device"], data_source=data_source, params={k: str(v) for k, v in p.items()},
+        device=p["device"], data_source=data_source, params={k: str(v) for k, v in p.items()},
     )
