@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -85,7 +85,6 @@ class PrepareInputs:
     train_genes: Path | None = None
     val_genes: Path | None = None
     test_genes: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +263,7 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
             tmp / "manifest.json",
             {
                 "params": asdict(params),
-                "inputs": {k: str(v) for k, v in asdict(inputs).items() if v is not None and k != "extra"} | {"vcf_used": str(vcf_path)} | inputs.extra,
+                "inputs": {k: str(v) for k, v in asdict(inputs).items() if v is not None} | {"vcf_used": str(vcf_path)},
                 "fasta": {"name": Path(inputs.fasta).name, "contigs": {c: ref.lengths[c] for c in sorted(set(genes["fasta_contig"]))}},
                 "qc": qc.as_dict() | qc_notes,
                 "n_genes": int(len(genes)),

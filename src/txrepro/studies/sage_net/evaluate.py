@@ -190,13 +190,14 @@ def qc_rows(prepared: Prepared, cohort: str) -> list[MetricRow]:
     qc = prepared.qc()
     qc["off_contig_windows"] = int(prepared.genes["off_contig"].sum()) if "off_contig" in prepared.genes else 0
     rows = []
-    split = "vcf_external" if prepared.params.role == "external" else "vcf"
+    # model `vcf_qc` sorts after the three models, so the report lists the predictions first
+    split = "prepare"
     for key, basis in QC_KEYS:
         if key not in qc or (key not in QC_ALWAYS and not qc[key]):
             continue
         n = int(qc[basis]) if basis and basis in qc else None
         note = f"count out of {n} {basis.replace('_', ' ')}" if n is not None else "count"
-        rows.append(MetricRow(STUDY, cohort, "input_qc", split, key, float(qc[key]), n, note))
+        rows.append(MetricRow(STUDY, cohort, "vcf_qc", split, key, float(qc[key]), n, note))
     return rows
 
 

@@ -42,11 +42,6 @@ def decode(codes: np.ndarray) -> str:
     return "".join(BASES[int(c)] for c in np.asarray(codes).ravel())
 
 
-def reverse_complement(codes: np.ndarray) -> np.ndarray:
-    """Reverse complement along the last axis (works on [..., L] code arrays)."""
-    return COMPLEMENT[codes][..., ::-1]
-
-
 # --------------------------------------------------------------------------------------------
 # contig names
 
@@ -112,9 +107,6 @@ class Reference:
         if hi > lo:
             out[lo - start : hi - start] = encode(self._fa.fetch(contig, lo, hi))
         return out
-
-    def fetch_text(self, contig: str, start: int, end: int) -> str:
-        return self._fa.fetch(contig, max(0, start), min(self.lengths[contig], end)).upper()
 
     def close(self) -> None:
         self._fa.close()

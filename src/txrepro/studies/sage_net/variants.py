@@ -106,9 +106,6 @@ class GeneVariants:
         f = self.allele_frequency(sample_idx)
         return np.minimum(f, 1.0 - f)
 
-    def labels(self, contig: str) -> list[str]:
-        return [f"{contig}:{p + 1}:{r}:{a}" for p, r, a in zip(self.pos, self.ref, self.alt)]
-
     @classmethod
     def empty(cls, n_samples: int) -> GeneVariants:
         return cls(
