@@ -12,6 +12,7 @@
 include { validateParameters; paramsSummaryLog } from 'plugin/nf-schema'
 include { REPORT; STUDY_NOT_COMPUTED } from './modules/report'
 include { AGE_CLOCK; AGE_CLOCK_FIXTURE } from './modules/age_clock'
+include { SAGE_NET; SAGE_NET_FIXTURE } from './modules/sage_net'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -27,6 +28,17 @@ def asBoolean(String name, Object value) {
         return false
     }
     error("Parameter --${name} must be true or false, got '${value}'")
+}
+
+// A data file given as a param, or [] (an absent optional input) when the param is not set.
+def optionalFile(Object path) {
+    return path ? file(path.toString(), checkIfExists: true) : []
+}
+
+// The index beside a VCF or FASTA (.tbi/.csi, .fai) when there is one, else [] (the task indexes).
+def indexBeside(Object path, List suffixes) {
+    def hit = suffixes.collect { suffix -> file("${path}${suffix}") }.find { f -> f.exists() }
+    return hit ?: []
 }
 
 // 'all' or a comma list of study ids. Naming a study that is not implemented is an error;
@@ -55,7 +67,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = ['age_clock']
+    def implemented = ['age_clock', 'sage_net']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -87,6 +99,48 @@ workflow {
             ch_figures  = ch_figures.mix(AGE_CLOCK.out.figures.flatten())
         } else {
             ch_missing = ch_missing.mix(channel.of('age_clock'))
+        }
+    }
+
+    if ('sage_net' in studies) {
+        if (params.sage_net_vcf || use_fixtures) {
+            def main_meta = [
+                id: 'sage_net_main', role: 'main', cohort: params.sage_net_cohort.toString(),
+                expression_is_adjusted: asBoolean('sage_net_expression_is_adjusted', params.sage_net_expression_is_adjusted),
+            ]
+            def external_meta = [id: 'sage_net_external', role: 'external', cohort: params.sage_net_external_cohort.toString(), expression_is_adjusted: true]
+            def ch_sage_cohorts = channel.empty()
+            def ch_sage_reference = channel.empty()
+            if (params.sage_net_vcf) {
+                ch_sage_cohorts = channel.of([
+                    main_meta, file(params.sage_net_vcf, checkIfExists: true), indexBeside(params.sage_net_vcf, ['.tbi', '.csi']),
+                    file(params.sage_net_genes, checkIfExists: true), file(params.sage_net_expression, checkIfExists: true),
+                    optionalFile(params.sage_net_covariates), optionalFile(params.sage_net_train_samples),
+                    optionalFile(params.sage_net_val_samples), optionalFile(params.sage_net_test_samples), [],
+                ])
+                if (params.sage_net_external_vcf) {
+                    ch_sage_cohorts = ch_sage_cohorts.mix(channel.of([
+                        external_meta, file(params.sage_net_external_vcf, checkIfExists: true), indexBeside(params.sage_net_external_vcf, ['.tbi', '.csi']),
+                        file(params.sage_net_genes, checkIfExists: true), file(params.sage_net_external_expression, checkIfExists: true),
+                        [], [], [], [], optionalFile(params.sage_net_external_samples),
+                    ]))
+                }
+                ch_sage_reference = channel.value([file(params.sage_net_fasta, checkIfExists: true), indexBeside(params.sage_net_fasta, ['.fai'])])
+            } else {
+                // the fixture starts from TPM + known covariates, so the preprocessing step runs too
+                SAGE_NET_FIXTURE(channel.of([id: 'sage_net']))
+                ch_sage_cohorts = SAGE_NET_FIXTURE.out.main
+                    .map { meta, vcf, tbi, genes, tpm, cov, train, val, test -> [main_meta + [expression_is_adjusted: false], vcf, tbi, genes, tpm, cov, train, val, test, []] }
+                    .mix(SAGE_NET_FIXTURE.out.external.map { meta, vcf, tbi, genes, expr, samples -> [external_meta, vcf, tbi, genes, expr, [], [], [], [], samples] })
+                ch_sage_reference = SAGE_NET_FIXTURE.out.reference
+            }
+            def ch_sage_genes = channel.value([optionalFile(params.sage_net_train_genes), optionalFile(params.sage_net_val_genes), optionalFile(params.sage_net_test_genes)])
+            SAGE_NET(ch_sage_cohorts, ch_sage_reference, ch_sage_genes, params.sage_net_vcf ? 'provided' : 'fixture')
+            ch_metrics  = ch_metrics.mix(SAGE_NET.out.metrics)
+            ch_run_info = ch_run_info.mix(SAGE_NET.out.run_info)
+            ch_figures  = ch_figures.mix(SAGE_NET.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('sage_net'))
         }
     }
 

@@ -1,0 +1,245 @@
+"""Real-file conventions: each is handled (counted, reported) or stopped with one line naming the fix."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from sage_net_helpers import write_fasta, write_table, write_vcf
+from txrepro.errors import InputError
+from txrepro.studies.sage_net.data import PrepareInputs, PrepareParams, Prepared, prepare, split_individuals
+from txrepro.studies.sage_net.genome import decode
+from txrepro.studies.sage_net.predixcan import feature_rows
+from txrepro.studies.sage_net.sequences import build_haplotypes, reference_sequence
+
+N = 12
+SAMPLES = [f"S{i:02d}" for i in range(N)]
+LENGTH = 600
+WINDOW = 100
+
+
+def _genome(rng: np.random.Generator) -> str:
+    return "".join(rng.choice(list("ACGT"), LENGTH))
+
+
+def _inputs(tmp: Path, *, rows=None, gene_rows=None, vcf_contig="1", fasta_contig="chr1", expr_samples=None, index=True, lists=True):
+    """A 600-bp chr1, two genes, a VCF with one SNV per gene window, expression for every sample."""
+    rng = np.random.default_rng(0)
+    seq = _genome(rng)
+    fasta = write_fasta(tmp / "ref.fa", {fasta_contig: seq})
+    if rows is None:
+        rows = [(vcf_contig, 151, seq[150], "A" if seq[150] != "A" else "C", ["0|1"] * N), (vcf_contig, 401, seq[400], "G" if seq[400] != "G" else "T", ["1|1"] * N)]
+    vcf = write_vcf(tmp / "v.vcf.gz", {vcf_contig: LENGTH}, SAMPLES, rows, index=index)
+    genes = write_table(tmp / "genes.tsv", ["gene_id", "chr", "tss", "strand"], gene_rows or [["G1", "1", 150, "+"], ["G2", "1", 400, "-"]])
+    cols = expr_samples or SAMPLES
+    expr = pd.DataFrame(rng.normal(size=(2, len(cols))), index=pd.Index(["G1", "G2"], name="gene_id"), columns=cols)
+    expr.to_csv(tmp / "expr.csv")
+    paths = dict(vcf=vcf, fasta=fasta, genes=genes, expression=tmp / "expr.csv")
+    if lists:
+        for name, members in (("train", SAMPLES[:8]), ("val", SAMPLES[8:10]), ("test", SAMPLES[10:])):
+            (tmp / f"{name}.txt").write_text("\n".join(members) + "\n")
+            paths[f"{name}_samples"] = tmp / f"{name}.txt"
+    return paths, seq
+
+
+def _prepare(tmp: Path, paths: dict, **kw) -> Prepared:
+    out = prepare(PrepareInputs(**paths), tmp / "prepared", PrepareParams(window=WINDOW, **kw))
+    return Prepared(out)
+
+
+def _cli_prepare(paths: dict, out: Path, *extra: str):
+    args = ["sage_net.py", "prepare", "--out", str(out), "--window", str(WINDOW)]
+    for k, v in paths.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return run_cli(args + list(extra))
+
+
+def test_chr_prefixes_are_mapped(tmp_path):
+    paths, _ = _inputs(tmp_path)  # genes '1', FASTA 'chr1', VCF '1'
+    p = _prepare(tmp_path, paths)
+    assert list(p.genes["fasta_contig"]) == ["chr1", "chr1"] and list(p.genes["vcf_contig"]) == ["1", "1"]
+    assert p.variants("G1").n == 1
+
+
+def test_chromosomes_in_neither_file_is_one_error(tmp_path):
+    paths, _ = _inputs(tmp_path, gene_rows=[["G1", "chrZ", 150, "+"], ["G2", "Z", 400, "-"]])
+    with pytest.raises(InputError, match=r"genes.tsv: chromosome names: expected contigs of the FASTA"):
+        _prepare(tmp_path, paths)
+
+
+def test_unindexed_vcf_names_the_fix_then_index_vcf_repairs_it(tmp_path):
+    paths, _ = _inputs(tmp_path)
+    Path(f"{paths['vcf']}.tbi").unlink()
+    res = _cli_prepare(paths, tmp_path / "out")
+    line = assert_one_line_error(res, "v.vcf.gz", "VCF index", "sage_net.py index-vcf")
+    assert "--index-vcf" in line
+    assert not (tmp_path / "out").exists()
+    fixed = run_cli(["sage_net.py", "index-vcf", "--vcf", str(paths["vcf"])], check=True)
+    assert Path(fixed.stdout.strip()) == paths["vcf"] and Path(f"{paths['vcf']}.tbi").is_file()
+    _prepare(tmp_path, paths)
+
+
+def test_plain_gzip_vcf_is_refused_and_recompressed(tmp_path):
+    paths, _ = _inputs(tmp_path)
+    plain_gz = tmp_path / "plain.vcf.gz"
+    with gzip.open(paths["vcf"], "rb") as fin, gzip.open(plain_gz, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    paths["vcf"] = plain_gz
+    res = _cli_prepare(paths, tmp_path / "out")
+    assert_one_line_error(res, "plain.vcf.gz", "VCF compression", "plain gzip", "index-vcf")
+    # the flag indexes a temporary copy and goes on
+    p = _prepare(tmp_path, paths, index_vcf=True)
+    assert p.variants("G2").n == 1
+    out = run_cli(["sage_net.py", "index-vcf", "--vcf", str(plain_gz)], check=True)
+    assert out.stdout.strip().endswith("plain.bgz.vcf.gz")
+
+
+def test_uncompressed_vcf_is_refused(tmp_path):
+    paths, _ = _inputs(tmp_path, index=False)
+    with pytest.raises(InputError, match="an uncompressed file"):
+        _prepare(tmp_path, paths)
+
+
+def test_unphased_missing_multiallelic_symbolic_are_counted(tmp_path, caplog):
+    seq = _genome(np.random.default_rng(0))
+    gts_unphased = ["0/1"] * 4 + ["1|0"] * (N - 4)
+    rows = [
+        ("1", 141, seq[140], "A" if seq[140] != "A" else "C", gts_unphased),
+        ("1", 151, seq[150], ",".join(b for b in "ACGT" if b != seq[150]), ["1|2"] * 6 + ["3|0"] * (N - 6)),
+        ("1", 161, seq[160], "<DEL>", ["1|1"] * N),
+        ("1", 171, seq[170], "*", ["0|1"] * N),
+        ("1", 181, seq[180], "T" if seq[180] != "T" else "G", ["./."] * 3 + [".|1"] + ["0|0"] * (N - 4)),
+    ]
+    paths, _ = _inputs(tmp_path, rows=rows)
+    with caplog.at_level("WARNING"):
+        p = _prepare(tmp_path, paths)
+    qc = p.qc()
+    assert qc["unphased_het_calls"] == 4
+    assert qc["missing_calls"] == 7
+    assert qc["multiallelic_records"] == 1 and qc["alt_alleles"] == 7
+    assert qc["symbolic_alleles"] == 2
+    text = caplog.text
+    assert "4 of" in text and "unphased" in text and "symbolic" in text and "missing" in text
+    gv = p.variants("G1")
+    assert gv.n == 7
+    # symbolic alleles stay PrediXcan features but are never inserted into a sequence
+    symbolic = np.flatnonzero(gv.flags & 1)
+    assert set(symbolic) <= set(feature_rows(gv, p.train_idx, -1.0))
+    gw = p.window("G1")
+    codes = p.region_codes(gw)
+    ref = reference_sequence(codes, gw)
+    haps = build_haplotypes(codes, gw, gv, np.arange(N))
+    i_sym = gw.index_in_window(160)
+    assert (haps[:, :, i_sym] == ref[i_sym]).all()
+    # missing calls are REF: samples 0-2 carry nothing at 180
+    i_miss = gw.index_in_window(180)
+    assert (haps[:3, :, i_miss] == ref[i_miss]).all() and haps[3, 1, i_miss] != ref[i_miss]
+
+
+def test_require_phased_stops(tmp_path):
+    seq = _genome(np.random.default_rng(0))
+    rows = [("1", 141, seq[140], "A" if seq[140] != "A" else "C", ["0/1"] * N)]
+    paths, _ = _inputs(tmp_path, rows=rows)
+    with pytest.raises(InputError, match="unphased heterozygous calls in the window of G1"):
+        _prepare(tmp_path, paths, require_phased=True)
+
+
+def test_ref_mismatch_counted_then_fatal_above_threshold(tmp_path, caplog):
+    seq = _genome(np.random.default_rng(0))
+    wrong = {b: next(c for c in "ACGT" if c != b) for b in "ACGT"}
+    good = [("1", p, seq[p - 1], "A" if seq[p - 1] != "A" else "C", ["0|1"] * N) for p in range(110, 200, 3)]
+    bad = [("1", 121, wrong[seq[120]], seq[120], ["1|1"] * N)]
+    rows = sorted(good[:3] + bad + good[4:], key=lambda r: r[1])
+    paths, _ = _inputs(tmp_path, rows=rows)
+    with caplog.at_level("WARNING"):
+        p = _prepare(tmp_path, paths)
+    assert p.qc()["ref_mismatch_alleles"] == 1
+    assert "REF that differs from the FASTA" in caplog.text
+    gv = p.variants("G1")
+    gw = p.window("G1")
+    codes = p.region_codes(gw)
+    i = gw.index_in_window(120)
+    assert (build_haplotypes(codes, gw, gv, np.arange(N))[:, :, i] == reference_sequence(codes, gw)[i]).all()
+    # a VCF on another build: most REF alleles disagree -> one line naming the count and an example
+    rows = [("1", p, wrong[seq[p - 1]], seq[p - 1], ["0|1"] * N) for p in range(110, 200, 3)]
+    other = tmp_path / "other_build"
+    other.mkdir()
+    paths, _ = _inputs(other, rows=rows)
+    res = _cli_prepare(paths, other / "out")
+    assert_one_line_error(res, "REF alleles", "same genome build", "differ, e.g. 1:110")
+
+
+def test_samples_in_expression_but_not_in_vcf(tmp_path, caplog):
+    paths, _ = _inputs(tmp_path, expr_samples=SAMPLES + ["EXTRA1", "EXTRA2"])
+    with caplog.at_level("WARNING"):
+        p = _prepare(tmp_path, paths)
+    assert p.qc()["expression_samples_not_in_vcf"] == 2
+    assert "2 of 14 expression samples are not in the VCF" in caplog.text
+    assert "EXTRA1" not in p.sample_ids
+    # a split list naming an individual without genotypes is an error naming the list and the id
+    paths["test_samples"].write_text("S10\nS11\nEXTRA1\n")
+    with pytest.raises(InputError, match=r"test.txt: sample 'EXTRA1': expected a sample present in the VCF header"):
+        _prepare(tmp_path, paths)
+
+
+def test_window_off_contig_end_is_counted_and_padded(tmp_path, caplog):
+    paths, seq = _inputs(tmp_path, gene_rows=[["G1", "1", 150, "+"], ["G2", "1", LENGTH - 10, "+"]])
+    with caplog.at_level("WARNING"):
+        p = _prepare(tmp_path, paths)
+    assert p.qc()["off_contig_windows"] == 1
+    assert "run off their contig end" in caplog.text
+    gw = p.window("G2")
+    ref = decode(reference_sequence(p.region_codes(gw), gw))
+    assert ref == seq[LENGTH - 60 :] + "N" * 40
+
+
+def test_tss_beyond_contig_is_an_error(tmp_path):
+    paths, _ = _inputs(tmp_path, gene_rows=[["G1", "1", 150, "+"], ["G2", "1", LENGTH + 5, "+"]])
+    with pytest.raises(InputError, match=r"TSS of gene 'G2': expected a position inside chr1 \(length 600\)"):
+        _prepare(tmp_path, paths)
+
+
+def test_gene_table_without_strand_is_one_line(tmp_path):
+    paths, _ = _inputs(tmp_path)
+    write_table(paths["genes"], ["gene_id", "chr", "tss"], [["G1", "1", 150]])
+    res = _cli_prepare(paths, tmp_path / "out")
+    assert_one_line_error(res, "genes.tsv", "column strand", "strand")
+
+
+def test_non_numeric_expression_is_an_error(tmp_path):
+    paths, _ = _inputs(tmp_path)
+    df = pd.read_csv(paths["expression"], index_col=0).astype(object)
+    df.iloc[1, 3] = "n/a"
+    df.to_csv(paths["expression"])
+    with pytest.raises(InputError, match=r"value of gene 'G2', sample 'S03': expected a number"):
+        _prepare(tmp_path, paths)
+
+
+def test_partial_sample_lists_are_an_error(tmp_path):
+    paths, _ = _inputs(tmp_path)
+    del paths["val_samples"]
+    with pytest.raises(InputError, match="all three of --train-samples"):
+        _prepare(tmp_path, paths)
+
+
+def test_seeded_split_of_the_original():
+    ids = [f"{i:08d}" for i in range(859)]
+    s = split_individuals(ids, 17, 0.1, 0.1)
+    assert [len(s[k]) for k in ("train", "val", "test")] == [689, 85, 85]
+    assert s == split_individuals(list(reversed(ids)), 17, 0.1, 0.1)  # independent of input order
+    assert set(s["train"]) | set(s["val"]) | set(s["test"]) == set(ids)
+
+
+def test_seeded_split_when_no_lists_given(tmp_path):
+    paths, _ = _inputs(tmp_path, lists=False)
+    p = _prepare(tmp_path, paths)
+    assert p.samples["split"].value_counts().to_dict() == {"train": 10, "val": 1, "test": 1}
+    manifest = json.loads((p.path / "manifest.json").read_text())
+    assert manifest["params"]["split_seed"] == 17
