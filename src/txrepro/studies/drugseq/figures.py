@@ -7,6 +7,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgba
+from matplotlib.patches import Patch
 from sklearn.decomposition import PCA
 
 from txrepro.report.figures import save_png
@@ -51,18 +53,17 @@ def latent_pca(latent: np.ndarray, label: np.ndarray, control: np.ndarray, path:
 def top_metabolites(ranking: pd.DataFrame, control: str, path: Path, top: int = 25) -> Path:
     rows = ranking[ranking["meta_id"] != control].head(top).iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.26 * len(rows) + 1.2)))
-    colours = [DIRECTION_COLOURS[d] for d in rows["direction"]]
+    colours = [to_rgba(DIRECTION_COLOURS[d], 1.0 if beyond else 0.35) for d, beyond in zip(rows["direction"], rows["beyond_control_p95"])]
     ax.barh(rows["meta_id"], rows["euclidean_mean"], xerr=rows["euclidean_sd"].fillna(0), color=colours, ecolor="#444444", capsize=2)
+    handles = [Patch(color=DIRECTION_COLOURS[d], label=f"{d} (sign of projection)") for d in ("activating", "inhibiting")]
+    handles.append(Patch(color=to_rgba("#888888", 0.35), label=f"faded: within the {control} spread"))
     p95 = ranking.attrs.get("control_p95")
     if p95 is not None:
-        ax.axvline(p95, color="black", ls="--", lw=1, label=f"95th percentile of {control} wells")
-    for name, colour in DIRECTION_COLOURS.items():
-        if name != "control":
-            ax.barh([], [], color=colour, label=f"{name} (sign of projection)")
-    ax.set_xlabel(f"mean Euclidean distance to {control} centre (latent units)")
+        handles.append(ax.axvline(p95, color="black", ls="--", lw=1, label=f"95th percentile of {control} wells"))
+    ax.set_xlabel(f"mean Euclidean distance to {control} centre (latent units; bars: s.d. over wells)")
     ax.set_ylabel("metabolite")
     ax.set_title(f"drugseq: top {len(rows)} metabolites by latent distance to {control}")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
     return save_png(fig, path)
 
 
