@@ -15,7 +15,8 @@ from conftest import run_cli
 from txrepro.errors import InputError
 from txrepro.metrics.table import read_metrics
 from txrepro.report.run_info import read_run_info
-from txrepro.studies.drugseq.data import SCORE_COLUMNS, read_prepared
+from txrepro.fixtures.drugseq import write_fixture
+from txrepro.studies.drugseq.data import SCORE_COLUMNS, load_inputs, read_prepared
 from txrepro.studies.drugseq.analyse import analyse
 from txrepro.studies.drugseq.evaluate import load_trained
 from txrepro.studies.drugseq.params import AnalyseParams
@@ -138,9 +139,10 @@ def test_full_profile_without_data_is_not_computed(tmp_path):
     assert info["data_source"] == "missing" and info["status"] == "not computed: data not provided"
 
 
-def test_cli_steps_h5ad_input_original_checkpoint_and_logit_target(run, tmp_path):
+def test_cli_steps_h5ad_input_original_checkpoint_and_logit_target(tmp_path):
     """The Nextflow path: bin/drugseq.py prepare (h5ad) -> train -> analyse, with the original's options."""
-    data, _ = read_prepared(run.outdir / "prepared.h5ad")
+    write_fixture(tmp_path / "fx", seed=0)
+    data = load_inputs(data_dir=tmp_path / "fx")
     adata = data.to_anndata()
     adata.uns.clear()
     adata.write_h5ad(tmp_path / "user.h5ad")

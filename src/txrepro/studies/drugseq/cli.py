@@ -1,4 +1,4 @@
-"""`bin/drugseq.py` / `txrepro drugseq`: fixture, prepare, train, analyse.
+"""`bin/drugseq.py` / `txrepro drugseq`: prepare, train, analyse (the core adds `fixture`).
 
 Options are built from the params dataclasses (one source of defaults); heavy libraries (torch,
 anndata) are imported inside the handlers so `--help` stays fast.
@@ -63,14 +63,6 @@ def _fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
 
 
-def _fixture(args: argparse.Namespace) -> int:
-    from txrepro.fixtures.drugseq import write_fixture
-
-    for name, path in write_fixture(args.outdir, seed=args.seed).items():
-        print(f"{name}\t{path}")
-    return 0
-
-
 def _prepare(args: argparse.Namespace) -> int:
     from txrepro.studies.drugseq.pipeline import prepare
 
@@ -104,12 +96,6 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def add_steps(steps: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = steps.add_parser("fixture", help="write the synthetic fixture (original CSV layout, planted truth)")
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    add_common(p)
-    p.set_defaults(func=_fixture)
-
     p = steps.add_parser("prepare", help="validate the CSV set or one h5ad into the prepared h5ad")
     p.add_argument("--data-dir", default=None,
                    help="folder with expr_mat.csv, scores_3_z.csv, labels_cls.csv, meta_id.csv, well_id.csv [, activation_score_old.csv, cluster_id.csv]")
