@@ -11,6 +11,7 @@
 
 include { validateParameters; paramsSummaryLog } from 'plugin/nf-schema'
 include { REPORT; STUDY_NOT_COMPUTED } from './modules/report'
+include { DRUGSEQ; DRUGSEQ_FIXTURE } from './modules/drugseq'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -26,6 +27,11 @@ def asBoolean(String name, Object value) {
         return false
     }
     error("Parameter --${name} must be true or false, got '${value}'")
+}
+
+// An optional input file or folder: the staged path when the param is set, else [] (no input).
+def optionalPath(Object value) {
+    return value ? file(value.toString(), checkIfExists: true) : []
 }
 
 // 'all' or a comma list of study ids. Naming a study that is not implemented is an error;
@@ -54,7 +60,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = []
+    def implemented = ['drugseq']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -65,6 +71,25 @@ workflow {
 
     // Study blocks (one per implemented study): run the study workflow on the given data, on
     // its fixture with --use_fixtures, or report it as not computed when no data is given.
+
+    if ('drugseq' in studies) {
+        def drugseq_inputs = [
+            params.drugseq_data_dir, params.drugseq_h5ad, params.drugseq_expr, params.drugseq_scores, params.drugseq_labels,
+            params.drugseq_meta, params.drugseq_wells, params.drugseq_legacy_score, params.drugseq_clusters
+        ]
+        def drugseq_given = drugseq_inputs.any { value -> value }
+        if (drugseq_given || use_fixtures) {
+            def ch_drugseq = drugseq_given
+                ? channel.of([[id: 'drugseq']] + drugseq_inputs.collect { value -> optionalPath(value) })
+                : DRUGSEQ_FIXTURE(channel.of([id: 'drugseq'])).data.map { meta, dir -> [meta, dir, [], [], [], [], [], [], [], []] }
+            DRUGSEQ(ch_drugseq, drugseq_given ? 'provided' : 'fixture')
+            ch_metrics  = ch_metrics.mix(DRUGSEQ.out.metrics)
+            ch_run_info = ch_run_info.mix(DRUGSEQ.out.run_info)
+            ch_figures  = ch_figures.mix(DRUGSEQ.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('drugseq'))
+        }
+    }
 
     // Studies without data: every published number becomes `not computed: data not provided`.
     STUDY_NOT_COMPUTED(ch_missing)

@@ -93,6 +93,8 @@ def prepare(out: str | os.PathLike[str], *, data_source: str, control: str, lega
 
 def reproduce(outdir: Path, *, profile: str, params: dict[str, Any]) -> StudyRun:
     outdir = Path(outdir)
+    if params.get("device") and not params.get("drugseq_device"):  # the pipeline's global --device
+        params = {**params, "drugseq_device": params["device"]}
     inputs = {kw: params[k] for k, kw in INPUT_PARAMS.items() if params.get(k)}
     if not inputs:
         if profile == "full":
