@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from filelock import FileLock
 from scipy.stats import mannwhitneyu
 
 from conftest import run_cli
 from txrepro.errors import InputError
 from txrepro.metrics.table import read_metrics
 from txrepro.report.run_info import read_run_info
+from txrepro.studies.base import StudyRun
 from txrepro.fixtures.drugseq import write_fixture
 from txrepro.studies.drugseq.data import SCORE_COLUMNS, load_inputs, read_prepared
 from txrepro.studies.drugseq.analyse import analyse
@@ -26,10 +28,17 @@ from txrepro.studies.drugseq.train import _epoch_losses, _tensors
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("drugseq_run")
-    return reproduce(out, profile="test", params={})
+    """One fixture run shared by the xdist workers (pytest-xdist's file-lock pattern): the tests
+    only read it, and training it twice would cost CI time for nothing."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return reproduce(tmp_path_factory.mktemp("drugseq_run"), profile="test", params={})
+    out = tmp_path_factory.getbasetemp().parent / "drugseq_run"
+    with FileLock(f"{out}.lock"):
+        if (out / "run_info.json").is_file():
+            return StudyRun("drugseq", out, out / "metrics.tsv", out / "run_info.json", sorted((out / "figures").glob("*.png")))
+        return reproduce(out, profile="test", params={})
 
 
 @pytest.fixture(scope="module")
