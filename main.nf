@@ -11,6 +11,7 @@
 
 include { validateParameters; paramsSummaryLog } from 'plugin/nf-schema'
 include { REPORT; STUDY_NOT_COMPUTED } from './modules/report'
+include { AGE_CLOCK; AGE_CLOCK_FIXTURE } from './modules/age_clock'
 include { DRUGSEQ; DRUGSEQ_FIXTURE } from './modules/drugseq'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
@@ -60,7 +61,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = ['drugseq']
+    def implemented = ['age_clock', 'drugseq']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -71,6 +72,29 @@ workflow {
 
     // Study blocks (one per implemented study): run the study workflow on the given data, on
     // its fixture with --use_fixtures, or report it as not computed when no data is given.
+
+    if ('age_clock' in studies) {
+        def age_clock_given = params.age_clock_input && params.age_clock_checkpoint
+        if (age_clock_given || use_fixtures) {
+            def age_clock_reference = params.age_clock_reference_genes
+                ? params.age_clock_reference_genes.toString().tokenize(',').collect { f -> file(f.trim(), checkIfExists: true) }
+                : []
+            def ch_age_clock = age_clock_given
+                ? channel.of([[id: 'age_clock'], file(params.age_clock_input, checkIfExists: true), file(params.age_clock_checkpoint, checkIfExists: true, type: 'dir'), age_clock_reference])
+                : AGE_CLOCK_FIXTURE(channel.of([id: 'age_clock'])).data
+            AGE_CLOCK(
+                ch_age_clock,
+                params.age_clock_protocol.toString().tokenize(',').collect { p -> p.trim() },
+                [file(params.age_clock_degs, checkIfExists: true), file(params.age_clock_age_genes, checkIfExists: true)],
+                age_clock_given ? 'provided' : 'fixture',
+            )
+            ch_metrics  = ch_metrics.mix(AGE_CLOCK.out.metrics)
+            ch_run_info = ch_run_info.mix(AGE_CLOCK.out.run_info)
+            ch_figures  = ch_figures.mix(AGE_CLOCK.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('age_clock'))
+        }
+    }
 
     if ('drugseq' in studies) {
         def drugseq_inputs = [

@@ -339,8 +339,8 @@ def ext_args_by_process(root: Path, names: Iterable[str]) -> dict[str, str]:
             am = re.search(r"ext\.args\s*=\s*(.+?)(?=\n\s*[A-Za-z_.]+\s*=|\Z)", block, re.S)
             if not am:
                 continue
-            # The boolean rule's comparison literal (`.toString() == 'true'`) is not an argument.
-            expr = re.sub(r"\.toString\(\)\s*==\s*'true'", ".toString()", am.group(1))
+            # Operands of comparisons (`params.x.toString() == 'true'`) are not command-line words.
+            expr = re.sub(r"[=!]=\s*('[^']*'|\"[^\"]*\")", "", am.group(1))
             literals = re.findall(r"'([^']*)'|\"([^\"]*)\"", expr)
             value = " ".join(a or b for a, b in literals)
             pattern = m.group(2).strip()

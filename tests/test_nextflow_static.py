@@ -153,6 +153,17 @@ def test_ext_args_option_the_parser_rejects(mini):
     assert any("--no-such-flag" in p for p in nf.bin_script_problems(mini))
 
 
+def test_ext_args_comparison_operands_are_not_arguments(mini):
+    """`params.x.toString() == 'true'` (the boolean rule's own form) must not pass 'true' as a word."""
+    _edit(
+        mini / "conf" / "modules.config",
+        "    withName: 'REPORT' {\n",
+        "    withName: 'REPORT' {\n        ext.args = { params.use_fixtures.toString() == 'true' ? '--no-such-flag' : '' }\n",
+    )
+    problems = [p for p in nf.bin_script_problems(mini) if "REPORT" in p]
+    assert problems and all("--no-such-flag" in p and "true" not in p.split("arguments:")[-1] for p in problems)
+
+
 def test_param_missing_from_schema(mini):
     _edit(mini / "nextflow.config", "    device            = 'auto'\n", "    device            = 'auto'\n    undocumented      = 3\n")
     assert any("'undocumented' is not in nextflow_schema.json" in p for p in nf.param_problems(mini))
