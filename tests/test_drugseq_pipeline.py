@@ -13,6 +13,7 @@ from filelock import FileLock
 from scipy.stats import mannwhitneyu
 
 from conftest import run_cli
+from txrepro.cli import study_main
 from txrepro.errors import InputError
 from txrepro.metrics.table import read_metrics
 from txrepro.report.run_info import read_run_info
@@ -157,9 +158,10 @@ def test_cli_steps_h5ad_input_original_checkpoint_and_logit_target(tmp_path):
     adata.write_h5ad(tmp_path / "user.h5ad")
     prep, model, out = tmp_path / "prep.h5ad", tmp_path / "model", tmp_path / "out"
     run_cli(["drugseq.py", "prepare", "--h5ad", str(tmp_path / "user.h5ad"), "--out", str(prep), "--data-source", "fixture"], check=True)
-    run_cli(["drugseq.py", "train", "--prepared", str(prep), "--out", str(model), "--epochs", "6", "--batch-size", "16", "--d-model", "16",
-             "--nhead", "2", "--num-layers", "1", "--dim-feedforward", "32", "--latent-dim", "8", "--lr", "0.005", "--use-zscore",
-             "--best-checkpoint", "original", "--threads", "1"], check=True)
+    # train and analyse through bin/drugseq.py's own parser, in-process (one interpreter start-up is enough)
+    assert study_main("drugseq", ["train", "--prepared", str(prep), "--out", str(model), "--epochs", "6", "--batch-size", "16", "--d-model", "16",
+                                  "--nhead", "2", "--num-layers", "1", "--dim-feedforward", "32", "--latent-dim", "8", "--lr", "0.005",
+                                  "--use-zscore", "--best-checkpoint", "original", "--threads", "1"]) == 0
     # the original's aliasing: the "best" file holds the last weights
     best, last = torch.load(model / "model_best.pt", weights_only=True), torch.load(model / "model_last.pt", weights_only=True)
     assert all(torch.equal(best[k], last[k]) for k in best)
@@ -171,8 +173,8 @@ def test_cli_steps_h5ad_input_original_checkpoint_and_logit_target(tmp_path):
     with pytest.raises(InputError, match=r"gradinput target: expected scores3\[0\]..scores3\[2\]"):
         analyse(prep, model, out, AnalyseParams(gradinput_target="scores3[5]"))
     assert not out.exists()  # checked before any output
-    run_cli(["drugseq.py", "analyse", "--prepared", str(prep), "--model", str(model), "--outdir", str(out), "--gradinput-target", "logit",
-             "--dmso-cluster", "C6"], check=True)
+    assert study_main("drugseq", ["analyse", "--prepared", str(prep), "--model", str(model), "--outdir", str(out), "--gradinput-target", "logit",
+                                  "--dmso-cluster", "C6", "--threads", "1"]) == 0
     info = read_run_info(out / "run_info.json")
     assert info["params"]["gradinput_target"] == "logit" and info["params"]["dmso_cluster"] == "C6"
     lat = pd.read_csv(out / "latent_scores.csv")
