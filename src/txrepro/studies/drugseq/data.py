@@ -122,8 +122,6 @@ def find_csv_inputs(data_dir: str | os.PathLike[str], legacy_lookup: LegacyLooku
             raise InputError(legacy, CSV_NAMES["legacy"], "an existing file", "nothing at this path")
     elif d is not None:
         legacy, notes = _lookup_legacy(d, legacy_lookup)
-    if legacy_lookup == "off" and not overrides.get("legacy"):
-        legacy = None
     clusters = files["clusters"]
     if clusters is not None and not clusters.is_file():
         if overrides.get("clusters"):

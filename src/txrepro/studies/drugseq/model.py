@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 AttentionImpl = Literal["fused", "explicit"]
-HEADS = ("scores3", "logit", "act", "latent")
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,3 @@ def resolve_attention_dropout(value: float | str, dropout: float, device: str) -
     if value == "auto":
         return dropout if str(device).startswith("cuda") else 0.0
     return float(value)
-
-
-def build_model(cfg: ModelConfig) -> GeneTransformerMultiTask:
-    return GeneTransformerMultiTask(cfg)
