@@ -13,6 +13,7 @@ include { validateParameters; paramsSummaryLog } from 'plugin/nf-schema'
 include { REPORT; STUDY_NOT_COMPUTED } from './modules/report'
 include { AGE_CLOCK; AGE_CLOCK_FIXTURE } from './modules/age_clock'
 include { SAGE_NET; SAGE_NET_FIXTURE } from './modules/sage_net'
+include { DRUGSEQ; DRUGSEQ_FIXTURE } from './modules/drugseq'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -30,7 +31,7 @@ def asBoolean(String name, Object value) {
     error("Parameter --${name} must be true or false, got '${value}'")
 }
 
-// A data file given as a param, or [] (an absent optional input) when the param is not set.
+// An optional input file or folder given as a param, or [] (an absent optional input) when unset.
 def optionalFile(Object path) {
     return path ? file(path.toString(), checkIfExists: true) : []
 }
@@ -67,7 +68,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = ['age_clock', 'sage_net']
+    def implemented = ['age_clock', 'sage_net', 'drugseq']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -141,6 +142,25 @@ workflow {
             ch_figures  = ch_figures.mix(SAGE_NET.out.figures.flatten())
         } else {
             ch_missing = ch_missing.mix(channel.of('sage_net'))
+        }
+    }
+
+    if ('drugseq' in studies) {
+        def drugseq_inputs = [
+            params.drugseq_data_dir, params.drugseq_h5ad, params.drugseq_expr, params.drugseq_scores, params.drugseq_labels,
+            params.drugseq_meta, params.drugseq_wells, params.drugseq_legacy_score, params.drugseq_clusters
+        ]
+        def drugseq_given = drugseq_inputs.any { value -> value }
+        if (drugseq_given || use_fixtures) {
+            def ch_drugseq = drugseq_given
+                ? channel.of([[id: 'drugseq']] + drugseq_inputs.collect { value -> optionalFile(value) })
+                : DRUGSEQ_FIXTURE(channel.of([id: 'drugseq'])).data.map { meta, dir -> [meta, dir, [], [], [], [], [], [], [], []] }
+            DRUGSEQ(ch_drugseq, drugseq_given ? 'provided' : 'fixture')
+            ch_metrics  = ch_metrics.mix(DRUGSEQ.out.metrics)
+            ch_run_info = ch_run_info.mix(DRUGSEQ.out.run_info)
+            ch_figures  = ch_figures.mix(DRUGSEQ.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('drugseq'))
         }
     }
 

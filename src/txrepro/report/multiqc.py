@@ -34,7 +34,9 @@ def write_mqc_table(
 ) -> Path:
     """A `*_mqc.tsv` table: MultiQC reads the `#` header, the first column names each row."""
     table = df.copy()
-    table.insert(0, "row", table[list(row_id_columns)].astype(str).agg(" | ".join, axis=1))
+    # On an empty frame agg(axis=1) returns a DataFrame, not a Series (a study with no rows: missing data).
+    row_ids = table[list(row_id_columns)].astype(str).agg(" | ".join, axis=1) if len(table) else pd.Series([], dtype=str)
+    table.insert(0, "row", row_ids)
     header = (
         f"# id: '{section_id}'\n"
         f"# section_name: '{section_name}'\n"
