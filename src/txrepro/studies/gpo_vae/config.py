@@ -46,6 +46,7 @@ class DataConfig:
     cf_max_cells: int = 50
     phenotype_genes: Literal["all", "treatments"] = "all"
     scrublet_chunks: int = 10  # the original ran QC per tenth of every perturbation (GPU memory)
+    scrublet_n_prin_comps: int = 30  # scrublet's default; tiny inputs need fewer
 
 
 @dataclass

@@ -24,7 +24,6 @@ from txrepro.io.atomic import atomic_path
 from txrepro.io.tables import read_table
 from txrepro.runtime import get_logger
 from txrepro.studies.gpo_vae.config import CONTROL_LABEL, DataConfig
-from txrepro.studies.gpo_vae.pairing import pair_controls
 from txrepro.studies.gpo_vae.qc import QC_METRICS, qc_flags, qc_metrics
 
 log = get_logger(__name__)
@@ -268,7 +267,7 @@ def prepare(
             raise InputError(summary_stats, "genetic perturbation", "strong perturbations named like obs['gene'] or obs['gene_id']",
                              "none of the input's perturbations passes the filters")
     if not has_qc:
-        metrics = qc_metrics(adata, adata.obs["gene"], n_chunks=cfg.scrublet_chunks, use_gpu=device.startswith("cuda"))
+        metrics = qc_metrics(adata, adata.obs["gene"], n_chunks=cfg.scrublet_chunks, n_prin_comps=cfg.scrublet_n_prin_comps, use_gpu=device.startswith("cuda"))
         for c in metrics.columns:
             adata.obs[c] = metrics[c].to_numpy()
         run.append("qc_metrics")
@@ -331,6 +330,8 @@ def prepare(
     perturbed = sorted(set(labels) - {CONTROL_LABEL})
     require_perturbed_in_var(adata, input_path)
     if MATCHED_COLUMN not in adata.obs:
+        from txrepro.studies.gpo_vae.pairing import pair_controls
+
         lognorm = log_normalised(adata.X)
         cols = [adata.var_names.get_loc(g) for g in perturbed]
         adata.obs[MATCHED_COLUMN] = pair_controls(

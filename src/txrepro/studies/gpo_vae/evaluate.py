@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 from sklearn.metrics import precision_recall_curve
 
-from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_path, write_json
 from txrepro.metrics.table import MetricRow, not_computed
 from txrepro.runtime import get_logger, seed_everything
@@ -24,11 +23,10 @@ from txrepro.studies.gpo_vae.features import dense, load_prepared
 from txrepro.studies.gpo_vae.grn import (
     CausalBenchEvaluator,
     edge_table,
-    find_reference_networks,
-    map_reference,
+    load_reference_networks,
+    perturbed_gene_ids,
     precision_recall,
     predicted_edges,
-    read_edge_list,
 )
 from txrepro.studies.gpo_vae.train import load_checkpoint
 
@@ -57,14 +55,6 @@ def _ate_rows(dataset: str, model: str, split: str, reference: np.ndarray, predi
     return rows
 
 
-def symbol_to_id(obs: pd.DataFrame) -> dict[str, str]:
-    if "gene_id" not in obs:
-        return {}
-    pairs = obs[["T", "gene_id"]].astype(str).drop_duplicates()
-    pairs = pairs[pairs["T"] != CONTROL_LABEL]
-    return dict(zip(pairs["T"], pairs["gene_id"]))
-
-
 def evaluate(
     prepared: str | os.PathLike[str],
     checkpoint: str | os.PathLike[str],
@@ -80,13 +70,10 @@ def evaluate(
     """Compute every gpo_vae metric of one trained model and write the GRN, tables and figures."""
     outdir = Path(outdir)
     ds = load_prepared(prepared, seed=seed)
+    ids = perturbed_gene_ids(ds.adata.obs)
+    parsed = load_reference_networks(reference_networks, ids, prepared)
     net, cfg, payload = load_checkpoint(checkpoint, ds, device)
     ev = cfg.evaluate
-    ids = symbol_to_id(ds.adata.obs)
-    networks = find_reference_networks(reference_networks) if reference_networks else {}
-    if networks and not ids:
-        raise InputError(prepared, "obs['gene_id']", "gene ids of the perturbed genes to match reference networks")
-    parsed = {name: map_reference(p, read_edge_list(p), ids) for name, p in networks.items()}  # checked before long work
     seed_everything(seed)
     rows: list[MetricRow] = []
     out = EvaluationOutputs(rows)
@@ -212,7 +199,7 @@ def evaluate(
     write_json(outdir / "evaluation_summary.json", {
         "dataset": dataset, "seed": seed, "ate_particles": n_particles, "n_perturbations": len(perts),
         "n_test_perturbations": len(test_perts), "n_treatments": T, "n_perturbed": k,
-        "edges_block": len(block_edges), "edges_full": full, "reference_networks": {k2: str(v) for k2, v in networks.items()},
+        "edges_block": len(block_edges), "edges_full": full, "reference_networks": str(reference_networks or ""),
         "checkpoint_best_epoch": payload["result"]["best_epoch"],
     })
     out.figures = [f for f in out.figures if f is not None]

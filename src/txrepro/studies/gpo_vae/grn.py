@@ -258,6 +258,26 @@ def map_reference(path: Path, edges: list[tuple[str, str]], symbol_to_id: Mappin
     return out
 
 
+def load_reference_networks(location: str | os.PathLike[str] | None, symbol_to_id: Mapping[str, str], source: str | os.PathLike[str]) -> dict[str, set[tuple[str, str]]]:
+    """Read and map every reference network (before any long work, so bad files stop the run early)."""
+    if not location:
+        return {}
+    networks = find_reference_networks(location)
+    if not symbol_to_id:
+        raise InputError(source, "obs['gene_id']", "gene ids of the perturbed genes to match reference networks")
+    return {name: map_reference(p, read_edge_list(p), symbol_to_id) for name, p in networks.items()}
+
+
+def perturbed_gene_ids(obs: pd.DataFrame) -> dict[str, str]:
+    """symbol -> gene id of the perturbed genes (obs['T'] or obs['gene'], and obs['gene_id'])."""
+    if "gene_id" not in obs:
+        return {}
+    label = "T" if "T" in obs else "gene"
+    pairs = obs[[label, "gene_id"]].astype(str).drop_duplicates()
+    pairs = pairs[~pairs[label].str.contains(CONTROL_LABEL, regex=False)]
+    return dict(zip(pairs[label], pairs["gene_id"]))
+
+
 def precision_recall(predicted: set[tuple[str, str]], reference: set[tuple[str, str]]) -> tuple[float, float, int]:
     """precision = |P ∩ R| / |P|, recall = |P ∩ R| / |R|; 0 for an empty set (scikit-learn's zero_division)."""
     hit = len(predicted & reference)

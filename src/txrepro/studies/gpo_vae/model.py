@@ -102,7 +102,7 @@ def gumbel_bernoulli_st(logits: torch.Tensor, temperature: float, n_particles: i
     u = torch.rand((n_particles, *logits.shape), dtype=logits.dtype, device=logits.device).clamp(1e-6, 1 - 1e-6)
     soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
     hard = (soft > 0.5).to(soft.dtype)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly 0/1 forward: x - x is exactly 0
 
 
 def k_hop_scores(A: torch.Tensor, hop: int) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import ot
 
 from txrepro.runtime import get_logger, progress
 
@@ -25,15 +24,19 @@ def sinkhorn_pairing(
     epsilon: float = 1.0,
     cost_scale: float = 100.0,
     device: str = "cpu",
+    backend: str | None = None,
 ) -> np.ndarray:
     """Index (into `controls`) of the maximum-mass control for every perturbed row.
 
-    With device 'cuda' the same POT calls run on torch CUDA tensors (POT's torch backend); the
-    result is then the argmax of the same plan computed in float64 on the GPU.
+    backend 'numpy' (default on CPU) or 'torch' (default with device 'cuda'): the same POT calls on
+    torch tensors through POT's backend layer, float64, on `device`.
     """
+    import ot  # imports torch when installed: only when pairing is needed
+
     if perturbed.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    if device.startswith("cuda"):
+    backend = backend or ("torch" if device.startswith("cuda") else "numpy")
+    if backend == "torch":
         import torch
 
         xp = torch.as_tensor(perturbed, dtype=torch.float64, device=device)

@@ -78,12 +78,16 @@ def run_evaluate(prepared: str | os.PathLike[str], checkpoint: str | os.PathLike
                  dataset: str, reference_networks: str | None = None, seed: int = 0, device: str = "auto",
                  ate_particles: int | None = None, data_source: str = "provided", extra_figures: list[Path] | None = None,
                  inputs: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None) -> StudyRun:
-    import anndata as ad
-
-    from txrepro.studies.gpo_vae.evaluate import evaluate
+    from txrepro.io.anndata import read_h5ad_checked
+    from txrepro.studies.gpo_vae.grn import load_reference_networks, perturbed_gene_ids
 
     dataset = check_dataset(dataset)
-    split_mode = ad.read_h5ad(prepared, backed="r").uns.get("gpo_vae", {}).get("split_mode", "cells")
+    head = read_h5ad_checked(prepared, obs=("gene",), backed=True)
+    load_reference_networks(reference_networks, perturbed_gene_ids(head.obs), prepared)  # bad files stop here
+    split_mode = head.uns.get("gpo_vae", {}).get("split_mode", "cells")
+    head.file.close()
+
+    from txrepro.studies.gpo_vae.evaluate import evaluate
     note = ""
     if split_mode == "perturbations":
         dataset, note = f"{dataset}_heldout_perturbations", "extension: 20% of perturbations held out (not the paper's split)"

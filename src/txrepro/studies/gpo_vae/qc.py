@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from txrepro.errors import TxreproError
 from txrepro.runtime import get_logger, progress
 
 log = get_logger(__name__)
@@ -86,7 +87,7 @@ def chunk_of_cells(labels: pd.Series, n_chunks: int) -> np.ndarray:
     return np.minimum(rank // step, n_chunks)
 
 
-def qc_metrics(adata: ad.AnnData, labels: pd.Series, *, n_chunks: int = 10, use_gpu: bool = False) -> pd.DataFrame:
+def qc_metrics(adata: ad.AnnData, labels: pd.Series, *, n_chunks: int = 10, n_prin_comps: int = 30, use_gpu: bool = False) -> pd.DataFrame:
     """UMI_count, ngenes, pct_counts_{mt,ribo,hb} and scrublet's predicted_doublet for every cell.
 
     CPU: scanpy (calculate_qc_metrics, scrublet). GPU: rapids-singlecell with the same calls, when it
@@ -125,12 +126,18 @@ def qc_metrics(adata: ad.AnnData, labels: pd.Series, *, n_chunks: int = 10, use_
             import rapids_singlecell as rsc
 
             rsc.get.anndata_to_GPU(sub)
-            rsc.pp.scrublet(sub)
+            rsc.pp.scrublet(sub, n_prin_comps=n_prin_comps)
             rsc.get.anndata_to_CPU(sub)
         else:
             import scanpy as sc
 
-            sc.pp.scrublet(sub, random_state=0, verbose=False)
+            try:
+                sc.pp.scrublet(sub, n_prin_comps=n_prin_comps, random_state=0, verbose=False)
+            except ValueError as exc:  # too few variable genes or cells for its PCA
+                raise TxreproError(
+                    f"scrublet failed on QC chunk {c} ({idx.size} cells, {adata.n_vars} genes): {exc}; "
+                    "lower data.scrublet_n_prin_comps or data.scrublet_chunks in the config"
+                ) from None
         doublet[idx] = sub.obs["predicted_doublet"].to_numpy().astype(bool)
     out["predicted_doublet"] = doublet
     log.info("QC metrics on %d cells (%s); %d predicted doublets", adata.n_obs, "rapids-singlecell" if gpu else "scanpy", int(doublet.sum()))
