@@ -11,6 +11,7 @@
 
 include { validateParameters; paramsSummaryLog } from 'plugin/nf-schema'
 include { REPORT; STUDY_NOT_COMPUTED } from './modules/report'
+include { GPO_VAE; GPO_VAE_FIXTURE } from './modules/gpo_vae'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -54,7 +55,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = []
+    def implemented = ['gpo_vae']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -65,6 +66,27 @@ workflow {
 
     // Study blocks (one per implemented study): run the study workflow on the given data, on
     // its fixture with --use_fixtures, or report it as not computed when no data is given.
+
+    if ('gpo_vae' in studies) {
+        if (params.gpo_vae_input || use_fixtures) {
+            // one shape for both: (meta, counts h5ad, summary statistics or [], reference networks or [])
+            def ch_gpo_vae = params.gpo_vae_input
+                ? channel.of([
+                    [id: 'gpo_vae', data_source: 'provided'],
+                    file(params.gpo_vae_input, checkIfExists: true),
+                    params.gpo_vae_summary_stats ? file(params.gpo_vae_summary_stats, checkIfExists: true) : [],
+                    params.gpo_vae_reference_networks ? file(params.gpo_vae_reference_networks, checkIfExists: true) : [],
+                ])
+                : GPO_VAE_FIXTURE(channel.of([id: 'gpo_vae', data_source: 'fixture'])).data
+                    .map { meta, counts, refs -> [meta, counts, [], refs] }
+            GPO_VAE(ch_gpo_vae)
+            ch_metrics  = ch_metrics.mix(GPO_VAE.out.metrics)
+            ch_run_info = ch_run_info.mix(GPO_VAE.out.run_info)
+            ch_figures  = ch_figures.mix(GPO_VAE.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('gpo_vae'))
+        }
+    }
 
     // Studies without data: every published number becomes `not computed: data not provided`.
     STUDY_NOT_COMPUTED(ch_missing)
