@@ -126,7 +126,11 @@ def evaluate(
     edges = predicted_edges(prob, ev.edge_threshold, self_loops=ev.grn_self_loops)
     test_rows = split == "test"
     expr = log_normalised(X[test_rows])[:, [ds.genes.index(t) for t in ds.treatments]]
-    evaluator = CausalBenchEvaluator(expr, labels[test_rows], ds.treatments, k, p_value_threshold=ev.p_value_threshold)
+    # The original draws false-omission pairs from its evaluation universe, perturbed + FC3 genes,
+    # even where the model's extra treatments came from another column (FC2 for Adamson).
+    var = ds.adata.var
+    universe = k + (int((var["FC3"].astype(bool) & ~var.index.isin(ds.perturbations)).sum()) if "FC3" in var else T - k)
+    evaluator = CausalBenchEvaluator(expr, labels[test_rows], ds.treatments, k, p_value_threshold=ev.p_value_threshold, n_universe=universe)
     stats = evaluator.evaluate(edges, max_path_length=ev.max_path_length, omission_estimation_size=ev.omission_estimation_size, seed=seed)
     block_edges = [(a, b) for a, b in edges if a < k and b < k]
     loops = "self-loops included" if ev.grn_self_loops else "self-loops excluded"

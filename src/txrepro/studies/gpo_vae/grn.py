@@ -68,10 +68,14 @@ class StatisticalEvaluation:
 class CausalBenchEvaluator:
     """Mann-Whitney / Wasserstein tests of edges on held-out cells (the original `statistical_evaluation`)."""
 
-    def __init__(self, expression: np.ndarray, labels: Iterable[str], treatments: list[str], n_perturbed: int, *, p_value_threshold: float = 0.05) -> None:
+    def __init__(self, expression: np.ndarray, labels: Iterable[str], treatments: list[str], n_perturbed: int, *,
+                 p_value_threshold: float = 0.05, n_universe: int | None = None) -> None:
+        """`n_universe`: size of the original's gene universe (perturbed + FC3 genes), from which the
+        false-omission pairs are drawn; the treatments by default."""
         self.expression = np.asarray(expression)
         self.treatments = treatments
         self.n_perturbed = n_perturbed
+        self.n_universe = n_universe or len(treatments)
         self.p_value_threshold = p_value_threshold
         labels = np.asarray(list(labels)).astype(str)
         self.rows: dict[str, np.ndarray] = {lab: np.flatnonzero(labels == lab) for lab in set(labels)}
@@ -150,7 +154,7 @@ class CausalBenchEvaluator:
         rate divides by all drawn pairs. Both kept. The draw stops at the number of distinct pairs
         when the universe is smaller than `size` (the original would loop forever there).
         """
-        n = len(self.treatments)
+        n = self.n_universe
         target = min(size, n * (n - 1))
         chosen: set[Edge] = set()
         while len(chosen) < target:
