@@ -140,15 +140,16 @@ def test_full_profile_without_input_reports_not_computed(tmp_path):
 
 
 def test_cli_steps_as_nextflow_calls_them(run, tmp_path):
+    """train and evaluate through bin/gpo_vae.py (prepare's CLI is exercised by the bad-input tests)."""
     fx = run.outdir / "fixture"
-    prepared, ckpt, ev = tmp_path / "prepared.h5ad", tmp_path / "model.pt", tmp_path / "eval"
-    run_cli(["gpo_vae.py", "prepare", "--input", str(fx / "gpo_vae_fixture_qc_ot.h5ad"), "--out", str(prepared), "--config", "tiny"], check=True)
+    prepared, ckpt, ev = run.outdir / "prepared.h5ad", tmp_path / "model.pt", tmp_path / "eval"
     run_cli(["gpo_vae.py", "train", "--prepared", str(prepared), "--out", str(ckpt), "--config", "tiny", "--max-epochs", "2",
-             "--threads", "1"], check=True)
+             "--figures-dir", str(tmp_path / "figures"), "--threads", "1"], check=True)
     assert (tmp_path / "model_history.tsv").exists() and (tmp_path / "figures" / "gpo_vae_training_curve.png").exists()
     run_cli(["gpo_vae.py", "evaluate", "--prepared", str(prepared), "--checkpoint", str(ckpt), "--outdir", str(ev),
              "--reference-networks", str(fx / "bioeval"), "--data-source", "fixture", "--ate-particles", "50", "--threads", "1"], check=True)
     df = read_metrics(ev / "metrics.tsv")
     assert ("gpo_vae", "all_cells", "ATE_pearson") in set(zip(df["model"], df["split"], df["metric"]))
     assert (ev / "gpo_vae_metrics_mqc.tsv").exists() and (ev / "run_info.json").exists() and (ev / "grn_edges.tsv").exists()
+    assert json.loads((ev / "run_info.json").read_text())["data_source"] == "fixture"
     assert np.isfinite(df["value"]).all()
