@@ -203,14 +203,18 @@ def perturbation_split(labels: pd.Series, random_state: int = 0) -> np.ndarray:
     return split.astype(str)
 
 
-def log_normalised(X: np.ndarray | sp.spmatrix) -> np.ndarray:
-    """scanpy normalize_total (target = median cell total) + log1p, dense float32."""
+def log_normalised(X: np.ndarray | sp.spmatrix, columns: list[int] | None = None) -> np.ndarray:
+    """scanpy normalize_total (target = median cell total) + log1p, dense float32.
+
+    Totals always come from every gene; `columns` selects genes before densifying, so a large
+    sparse matrix is never made dense as a whole.
+    """
     import scanpy as sc
 
-    work = ad.AnnData(X=(X.astype(np.float32) if not sp.issparse(X) else X.astype(np.float32)))
+    work = ad.AnnData(X=X.astype(np.float32))
     sc.pp.normalize_total(work)
     sc.pp.log1p(work)
-    Y = work.X
+    Y = work.X if columns is None else work.X[:, columns]
     return np.asarray(Y.todense()) if sp.issparse(Y) else np.asarray(Y)
 
 
@@ -332,10 +336,9 @@ def prepare(
     if MATCHED_COLUMN not in adata.obs:
         from txrepro.studies.gpo_vae.pairing import pair_controls
 
-        lognorm = log_normalised(adata.X)
         cols = [adata.var_names.get_loc(g) for g in perturbed]
         adata.obs[MATCHED_COLUMN] = pair_controls(
-            lognorm[:, cols], labels.to_numpy(), adata.obs["split"].to_numpy(), control_label=CONTROL_LABEL,
+            log_normalised(adata.X, cols), labels.to_numpy(), adata.obs["split"].to_numpy(), control_label=CONTROL_LABEL,
             epsilon=cfg.ot_epsilon, cost_scale=cfg.ot_cost_scale, device=device,
         )
         run.append("ot_pairing")

@@ -17,7 +17,6 @@ from txrepro.metrics.table import MetricRow, not_computed
 from txrepro.runtime import get_logger, seed_everything
 from txrepro.studies.gpo_vae import figures
 from txrepro.studies.gpo_vae.ate import ate_metrics, data_ate, model_ate
-from txrepro.studies.gpo_vae.config import CONTROL_LABEL
 from txrepro.studies.gpo_vae.data import log_normalised
 from txrepro.studies.gpo_vae.features import dense, load_prepared
 from txrepro.studies.gpo_vae.grn import (
@@ -125,7 +124,7 @@ def evaluate(
     T = len(ds.treatments)
     edges = predicted_edges(prob, ev.edge_threshold, self_loops=ev.grn_self_loops)
     test_rows = split == "test"
-    expr = log_normalised(X[test_rows])[:, [ds.genes.index(t) for t in ds.treatments]]
+    expr = log_normalised(X[test_rows], [ds.genes.index(t) for t in ds.treatments])
     # The original draws false-omission pairs from its evaluation universe, perturbed + FC3 genes,
     # even where the model's extra treatments came from another column (FC2 for Adamson).
     var = ds.adata.var
@@ -188,7 +187,7 @@ def evaluate(
         for metric in ("precision_pool", "recall_pool"):
             rows.append(not_computed(STUDY, dataset, "gpo_vae", "learned_grn", metric, "no reference networks given (gpo_vae_reference_networks)"))
     out.figures.append(figures.pr_curves(curves, outdir / "figures" / "gpo_vae_grn_pr_curve.png"))
-    out.figures.append(figures.grn_heatmap(prob, k, outdir / "figures" / "gpo_vae_grn_probabilities.png"))
+    out.figures.append(figures.grn_heatmap(prob, k, outdir / "figures" / "gpo_vae_grn_probabilities.png", ds.treatments))
 
     table = edge_table(prob, ds.treatments, k, ids, ev.edge_threshold)
     path = outdir / "grn_edges.tsv"

@@ -122,9 +122,8 @@ def load_prepared(path: str | os.PathLike[str], *, seed: int) -> PreparedDataset
     missing = [t for t in treatments if t not in adata.var_names]
     if missing:
         raise InputError(path, "var_names", "every treatment gene among the phenotype genes", f"missing {missing[:3]}")
-    lognorm = log_normalised(X)
     cols = [adata.var_names.get_loc(t) for t in treatments]
-    dX = delta_x(lognorm[:, cols], matched)
+    dX = delta_x(log_normalised(X, cols), matched)
     cfX = counterfactual_inputs(X, labels, splits, total_qc, np.random.default_rng(seed))
     D = dosage_matrix(labels, treatments, n_pert)
     tensors = {}

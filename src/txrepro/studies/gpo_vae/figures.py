@@ -56,8 +56,9 @@ def pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray, tuple[float, fl
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for name, (precision, recall, point) in curves.items():
-        line, = ax.step(recall, precision, where="post", label=name)
+    styles = ["-", "--", ":", "-.", (0, (5, 1))]
+    for i, (name, (precision, recall, point)) in enumerate(curves.items()):
+        line, = ax.step(recall, precision, where="post", label=name, ls=styles[i % len(styles)], lw=1.6)
         ax.scatter([point[1]], [point[0]], color=line.get_color(), marker="o", zorder=3)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
@@ -68,12 +69,18 @@ def pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray, tuple[float, fl
     return save_png(fig, path)
 
 
-def grn_heatmap(prob: np.ndarray, n_perturbed: int, path: Path) -> Path:
+def grn_heatmap(prob: np.ndarray, n_perturbed: int, path: Path, names: list[str] | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(7, max(2.5, 7 * n_perturbed / max(prob.shape[1], 1))))
     im = ax.imshow(prob[:n_perturbed], aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
     ax.axvline(n_perturbed - 0.5, color="white", lw=0.8)
-    ax.set_xlabel("target treatment gene (perturbed genes | FC3 extra genes), index")
-    ax.set_ylabel("perturbed gene (source), index")
+    if names is not None and len(names) <= 60:
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n_perturbed), names[:n_perturbed], fontsize=7)
+        ax.set_xlabel("target treatment gene (perturbed genes | extra genes)")
+        ax.set_ylabel("perturbed gene (source)")
+    else:
+        ax.set_xlabel("target treatment gene (perturbed genes | extra genes), index")
+        ax.set_ylabel("perturbed gene (source), index")
     fig.suptitle("Learned GRN: edge probability q(M), rows of perturbed genes")
     fig.colorbar(im, ax=ax, label="edge probability")
     return save_png(fig, path)
