@@ -23,11 +23,25 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One `reproduce` of the study on the fixture (test profile, tiny config): trained once, inspected by every test."""
+def run(tmp_path_factory, request):
+    """One `reproduce` of the study on the fixture (test profile, tiny config), inspected by every test.
+
+    Under pytest-xdist the module's tests are spread over workers; a file lock in the session's
+    shared temporary folder makes them train once and share the outputs.
+    """
+    from filelock import FileLock
+
+    from txrepro.studies.base import StudyRun
     from txrepro.studies.gpo_vae.pipeline import reproduce
 
-    return reproduce(tmp_path_factory.mktemp("gpo_vae_run") / "gpo_vae", profile="test", params={})
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # a pytest-xdist worker: share the session's parent folder
+        root = root.parent
+    out = root / "gpo_vae_shared_run" / "gpo_vae"
+    with FileLock(str(root / "gpo_vae_shared_run.lock")):
+        if not (out / "run_info.json").exists():
+            reproduce(out, profile="test", params={})
+    return StudyRun("gpo_vae", out, out / "metrics.tsv", out / "run_info.json", sorted((out / "figures").glob("*.png")))
 
 
 @pytest.fixture(scope="module")
