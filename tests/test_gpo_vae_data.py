@@ -18,6 +18,7 @@ from txrepro.studies.gpo_vae.data import (
     MATCHED_COLUMN,
     cell_split,
     knockdown_mask,
+    perturbation_split,
     prepare,
     strong_perturbations,
     treatment_labels,
@@ -113,6 +114,16 @@ def test_cell_split_is_the_nested_sklearn_split():
     assert set(np.flatnonzero(split == "val")) == set(va)
     assert set(np.flatnonzero(split == "test")) == set(te)
     assert (len(tr), len(va), len(te)) == (640, 160, 200)
+
+
+def test_heldout_perturbation_split_extension():
+    labels = pd.Series(["non-targeting"] * 100 + [f"G{i}" for i in range(10) for _ in range(20)])
+    split = perturbation_split(labels, 0)
+    held = {g for g in labels.unique() if g != "non-targeting" and set(split[labels == g]) == {"test"}}
+    assert len(held) == 2  # 20 % of 10 perturbations, all of their cells in test
+    seen = set(labels.unique()) - held - {"non-targeting"}
+    assert all("test" not in set(split[labels == g]) for g in seen)
+    assert sorted(pd.Series(split[labels == "non-targeting"]).value_counts().tolist()) == [16, 20, 64]
 
 
 def test_non_targeting_variants_become_the_control_label():
