@@ -68,7 +68,7 @@ def evaluate(
 ) -> EvaluationOutputs:
     """Compute every gpo_vae metric of one trained model and write the GRN, tables and figures."""
     outdir = Path(outdir)
-    ds = load_prepared(prepared, seed=seed)
+    ds = load_prepared(prepared, seed=seed, training_inputs=False)
     ids = perturbed_gene_ids(ds.adata.obs)
     parsed = load_reference_networks(reference_networks, ids, prepared)
     net, cfg, payload = load_checkpoint(checkpoint, ds, device)

@@ -106,8 +106,11 @@ def delta_x(lognorm_treatments: np.ndarray, matched: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.abs(lognorm_treatments - lognorm_treatments[matched])).astype(np.float32)
 
 
-def load_prepared(path: str | os.PathLike[str], *, seed: int) -> PreparedDataset:
-    """Read a prepared h5ad and build the tensors of the three splits (cfX draws use `seed`)."""
+def load_prepared(path: str | os.PathLike[str], *, seed: int, training_inputs: bool = True) -> PreparedDataset:
+    """Read a prepared h5ad and build the tensors of the three splits (cfX draws use `seed`).
+
+    `training_inputs=False` skips ΔX and the counterfactual inputs (evaluation does not use them).
+    """
     adata = read_h5ad_checked(path, obs=("T", "split", "total_qc", MATCHED_COLUMN))
     info = adata.uns.get("gpo_vae")
     if not isinstance(info, dict) or "treatments" not in info:
@@ -123,8 +126,12 @@ def load_prepared(path: str | os.PathLike[str], *, seed: int) -> PreparedDataset
     if missing:
         raise InputError(path, "var_names", "every treatment gene among the phenotype genes", f"missing {missing[:3]}")
     cols = [adata.var_names.get_loc(t) for t in treatments]
-    dX = delta_x(log_normalised(X, cols), matched)
-    cfX = counterfactual_inputs(X, labels, splits, total_qc, np.random.default_rng(seed))
+    if training_inputs:
+        dX = delta_x(log_normalised(X, cols), matched)
+        cfX = counterfactual_inputs(X, labels, splits, total_qc, np.random.default_rng(seed))
+    else:
+        dX = np.zeros((X.shape[0], 0), dtype=np.float32)
+        cfX = np.zeros((X.shape[0], 0), dtype=np.float32)
     D = dosage_matrix(labels, treatments, n_pert)
     tensors = {}
     for s in SPLITS:
