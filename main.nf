@@ -14,6 +14,7 @@ include { REPORT; STUDY_NOT_COMPUTED } from './modules/report'
 include { AGE_CLOCK; AGE_CLOCK_FIXTURE } from './modules/age_clock'
 include { SAGE_NET; SAGE_NET_FIXTURE } from './modules/sage_net'
 include { DRUGSEQ; DRUGSEQ_FIXTURE } from './modules/drugseq'
+include { GPO_VAE; GPO_VAE_FIXTURE } from './modules/gpo_vae'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -68,7 +69,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = ['age_clock', 'sage_net', 'drugseq']
+    def implemented = ['age_clock', 'gpo_vae', 'sage_net', 'drugseq']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -100,6 +101,27 @@ workflow {
             ch_figures  = ch_figures.mix(AGE_CLOCK.out.figures.flatten())
         } else {
             ch_missing = ch_missing.mix(channel.of('age_clock'))
+        }
+    }
+
+    if ('gpo_vae' in studies) {
+        if (params.gpo_vae_input || use_fixtures) {
+            // one shape for both: (meta, counts h5ad, summary statistics or [], reference networks or [])
+            def ch_gpo_vae = params.gpo_vae_input
+                ? channel.of([
+                    [id: 'gpo_vae', data_source: 'provided'],
+                    file(params.gpo_vae_input, checkIfExists: true),
+                    optionalFile(params.gpo_vae_summary_stats),
+                    optionalFile(params.gpo_vae_reference_networks),
+                ])
+                : GPO_VAE_FIXTURE(channel.of([id: 'gpo_vae', data_source: 'fixture'])).data
+                    .map { meta, counts, refs -> [meta, counts, [], refs] }
+            GPO_VAE(ch_gpo_vae)
+            ch_metrics  = ch_metrics.mix(GPO_VAE.out.metrics)
+            ch_run_info = ch_run_info.mix(GPO_VAE.out.run_info)
+            ch_figures  = ch_figures.mix(GPO_VAE.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('gpo_vae'))
         }
     }
 
