@@ -263,3 +263,22 @@ def test_other_bad_inputs_raise_input_errors(fixture_files, tmp_path):
         bad_cfg.write_text("base: tiny\nmodle:\n  n_latent: 3\n")
         load_config(bad_cfg)
     assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_summary_statistics_from_the_published_xlsx_sheet(tmp_path):
+    """The Replogle table ships as summary_stats.xlsx with one sheet per cell line."""
+    from txrepro.studies.gpo_vae.data import STATS_COLUMNS, read_summary_stats
+
+    k562 = pd.DataFrame({c: ["P1", "P2"] if i == 0 else [60, 10] if i == 1 else [-0.5, -0.1] if i == 2 else [30, 30] for i, c in enumerate(STATS_COLUMNS)})
+    book = tmp_path / "summary_stats.xlsx"
+    with pd.ExcelWriter(book) as writer:
+        k562.to_excel(writer, sheet_name="TabB_K562_day6_summary_stat", index=False)
+        k562.assign(**{STATS_COLUMNS[0]: ["Q1", "Q2"]}).to_excel(writer, sheet_name="TabC_RPE1_summary_statistic", index=False)
+    got = read_summary_stats(book, "TabC_RPE1_summary_statistic")
+    assert list(got[STATS_COLUMNS[0]]) == ["Q1", "Q2"]
+    with pytest.raises(InputError, match="TabB_K562_day6_summary_stat"):
+        read_summary_stats(book, "TabD_missing")
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="readable xlsx"):
+        read_summary_stats(broken)

@@ -84,16 +84,19 @@ def require_perturbed_in_var(adata: ad.AnnData, path: str | os.PathLike[str]) ->
 
 
 def read_summary_stats(path: str | os.PathLike[str], sheet: str | None = None) -> pd.DataFrame:
-    """Replogle supplementary table (CSV/TSV, or an xlsx sheet when openpyxl is installed)."""
+    """Replogle supplementary table: CSV/TSV, or a sheet of the published summary_stats.xlsx
+    (TabB_K562_day6_summary_stat, TabC_RPE1_summary_statistic)."""
     p = Path(path)
     if p.suffix.lower() in (".xlsx", ".xls"):
-        try:
-            import openpyxl  # noqa: F401
-        except ImportError:
-            raise InputError(p, "summary statistics", "a CSV/TSV export of the sheet (openpyxl is not installed)") from None
         if not p.is_file():
             raise InputError(p, "summary statistics", "an existing file", "nothing at this path")
-        df = pd.read_excel(p, sheet_name=sheet or 0)
+        try:
+            book = pd.ExcelFile(p, engine="openpyxl")
+        except Exception as exc:  # openpyxl raises several types for a corrupt workbook
+            raise InputError(p, "summary statistics", "a readable xlsx workbook", type(exc).__name__) from None
+        if sheet is not None and sheet not in book.sheet_names:
+            raise InputError(p, f"sheet '{sheet}'", f"one of {', '.join(book.sheet_names)}")
+        df = book.parse(sheet if sheet is not None else 0)
         missing = [c for c in STATS_COLUMNS if c not in df.columns]
         if missing:
             raise InputError(p, f"column '{missing[0]}'", f"columns {', '.join(STATS_COLUMNS)}")
