@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from txrepro import STUDY_IDS
 from txrepro.errors import InputError
+from txrepro.io.mapping import read_mapping
 from txrepro.report.build import ReportOutputs, build_report
 from txrepro.report.multiqc import installed_versions
 from txrepro.runtime import get_logger
@@ -24,16 +23,7 @@ def load_params(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     """Nextflow-style params (YAML or JSON), so `-params-file` works for both front ends."""
     if path is None:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "params file", "an existing YAML or JSON file", "nothing at this path")
-    try:
-        params = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError:
-        raise InputError(p, "params file", "valid YAML or JSON") from None
-    if not isinstance(params, dict):
-        raise InputError(p, "params file", "a mapping of parameter names to values", type(params).__name__)
-    return params
+    return read_mapping(path, "params file", "a mapping of parameter names to values")
 
 
 def reproduce(

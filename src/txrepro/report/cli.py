@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from txrepro import STUDY_IDS
 from txrepro.errors import InputError
+from txrepro.io.mapping import read_mapping
 
 
 def read_params_file(path: str | None) -> dict[str, object]:
@@ -20,16 +18,9 @@ def read_params_file(path: str | None) -> dict[str, object]:
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "params file", "an existing file", "nothing at this path")
-    text = p.read_text()
     if p.suffix == ".tsv":
-        return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError):
-        raise InputError(p, "params file", "JSON, YAML or key<TAB>value lines") from None
-    if not isinstance(data, dict):
-        raise InputError(p, "params file", "a mapping of parameter names to values", type(data).__name__)
-    return data
+        return dict(line.split("\t", 1) for line in p.read_text().splitlines() if "\t" in line)
+    return read_mapping(p, "params file", "a mapping of parameter names to values")
 
 
 def _build(args: argparse.Namespace) -> int:

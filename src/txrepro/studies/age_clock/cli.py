@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,9 +71,10 @@ def _cmd_statistics(args: argparse.Namespace) -> int:
 
 
 def _cmd_finish(args: argparse.Namespace) -> int:
+    from txrepro.io.mapping import read_mapping
     from txrepro.studies.age_clock.pipeline import collect
 
-    params = json.loads(Path(args.params_json).read_text()) if args.params_json else {}
+    params = read_mapping(args.params_json, "params JSON") if args.params_json else {}
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     collect(Path(args.outdir), [Path(m) for m in args.metrics], figures=[Path(f) for f in args.figures], data_source=args.data_source, protocols=protocols, params=params)
     return 0

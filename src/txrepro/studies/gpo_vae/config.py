@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from txrepro.errors import InputError
+from txrepro.io.mapping import read_mapping
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 NAMED_CONFIGS = ("rpe1", "k562", "adamson", "tiny")
@@ -155,12 +155,7 @@ def load_config(spec: str | Path | None, *, dataset: str | None = None) -> GpoVa
         if not path.is_file():
             raise InputError(path, "config", f"a named config ({', '.join(NAMED_CONFIGS)}) or an existing YAML file",
                              "nothing at this path")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise InputError(path, "config", "valid YAML") from None
-    if not isinstance(raw, dict):
-        raise InputError(path, "config", "a mapping with sections data/model/loss/train/evaluate", type(raw).__name__)
+    raw = read_mapping(path, "config", "a mapping with sections data/model/loss/train/evaluate")
     cfg = load_config(raw["base"]) if raw.get("base") else GpoVaeConfig()
     cfg.name = str(raw.get("name", name))
     _apply(cfg, raw, str(path))
