@@ -53,10 +53,18 @@ def test_compare_keeps_every_published_row():
     assert out.loc[("vcc", "scgpt", "DES"), "verdict"] == "not computed"
     assert "no checkpoint given" in out.loc[("vcc", "scgpt", "DES"), "notes"]
     assert out.loc[("vcc", "state", "DES"), "verdict"] == "not computed"
-    assert "missing from the run" in out.loc[("vcc", "state", "DES"), "notes"]
+    assert "model state not run on d" in out.loc[("vcc", "state", "DES"), "notes"]
     assert "not selected" in out.loc[("age_clock", "m", "roc_auc"), "notes"]
     assert out.loc[("vcc", "ridge", "pearson_delta"), "verdict"] == "no published value"
     assert len(out) == 5
+
+
+def test_not_computed_reason_names_the_missing_dataset():
+    pub = _pub()
+    pub.loc[1, "dataset"] = "other"
+    rep = pd.DataFrame([MetricRow("vcc", "d", "ridge", "test", "DES", 0.1).__dict__])
+    out = compare(rep, pub).set_index(["study", "dataset", "model", "metric"])
+    assert "dataset other not in this run (this run: d)" in out.loc[("vcc", "other", "state", "DES"), "notes"]
 
 
 def test_bundled_published_table_is_valid():

@@ -53,6 +53,20 @@ def compare(
     pub = published.rename(columns={"notes": "pub_notes"})
     merged = pub.merge(rep, on=key, how="outer", indicator="source_side")
 
+    ran = reproduced[reproduced["value"].notna()] if not reproduced.empty else reproduced
+    ran_datasets = ran.groupby("study")["dataset"].agg(lambda d: sorted(set(d))).to_dict() if not ran.empty else {}
+    ran_models = ran.groupby(["study", "dataset"])["model"].agg(set).to_dict() if not ran.empty else {}
+
+    def missing_reason(study: str, dataset: str, model: str) -> str:
+        """Why a published number has no reproduced value, as precisely as the run allows."""
+        if study in study_status:
+            return study_status[study]
+        if study in ran_datasets and dataset not in ran_datasets[study]:
+            return f"dataset {dataset} not in this run (this run: {', '.join(ran_datasets[study])})"
+        if (study, dataset) in ran_models and model not in ran_models[(study, dataset)]:
+            return f"model {model} not run on {dataset}"
+        return "missing from the run"
+
     rows = []
     for r in merged.itertuples(index=False):
         rec = {c: getattr(r, c) for c in key}
@@ -71,7 +85,7 @@ def compare(
         )
         notes = [n for n in (rep_notes, str(r.pub_notes) if has_pub and isinstance(r.pub_notes, str) else "") if n]
         if np.isnan(rep_value):
-            reason = rep_notes[len(NOT_COMPUTED_PREFIX):] if rep_notes.startswith(NOT_COMPUTED_PREFIX) else study_status.get(r.study, "missing from the run")
+            reason = rep_notes[len(NOT_COMPUTED_PREFIX):] if rep_notes.startswith(NOT_COMPUTED_PREFIX) else missing_reason(r.study, r.dataset, r.model)
             rec["verdict"] = "not computed"
             rec["difference"] = np.nan
             notes = [f"{NOT_COMPUTED_PREFIX}{reason}"] + [n for n in notes if not n.startswith(NOT_COMPUTED_PREFIX)]
