@@ -40,7 +40,7 @@ def _study_help(study: str) -> str:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 for `reproduce --profile test`)")
 
 
 def build_study_parser(study: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -76,6 +76,11 @@ def _not_implemented(study: str) -> Callable[[argparse.Namespace], int]:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from txrepro.reproduce import load_params, reproduce
+
+    if args.threads is None and args.profile == "test":
+        # Fixture models are tiny: a second torch thread only adds synchronisation, and on a busy
+        # 2-core machine it made the age_clock fixture run 13x slower (6.8 min against 30 s).
+        set_threads(1)
 
     _, report = reproduce(args.study, args.outdir, profile=args.profile, params=load_params(args.params_file), report=not args.no_report)
     if report is not None:
