@@ -92,12 +92,14 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def set_threads(n_threads: int | None) -> None:
-    """Cap torch's CPU threads (None keeps torch's default)."""
+    """Cap torch's CPU threads (None keeps torch's default); child processes inherit the cap."""
     if n_threads is None:
         return
     import torch
 
-    torch.set_num_threads(max(1, int(n_threads)))
+    n = max(1, int(n_threads))
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
