@@ -230,8 +230,8 @@ def read_predictions(path: str | Path, prepared: Prepared) -> ad.AnnData:
 def evaluate(prepared_dir: str | Path, reference_dir: str | Path, predictions: str | Path, model: str, outdir: str | Path, *, threads: int = 1) -> Path:
     """Both evaluators for one model; writes per-perturbation and aggregate results."""
     prepared = Prepared(prepared_dir)
-    real = DatasetStats.load(Path(reference_dir), REFERENCE_PREFIX)
     pred_adata = read_predictions(predictions, prepared)
+    real = DatasetStats.load(Path(reference_dir), REFERENCE_PREFIX)
     pred = dataset_stats(pred_adata, prepared.pert_col, prepared.control, threads)
     del pred_adata
     proj = project_metrics(real, pred)

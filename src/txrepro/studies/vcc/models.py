@@ -76,6 +76,7 @@ class CellPrediction:
     n_cells: np.ndarray
     make_block: Callable[[int], sp.csr_matrix]  # index into perturbations -> (n_cells[i] x genes)
     info: dict[str, Any]
+    effects: np.ndarray | None = None  # predicted pseudobulk effects, for models that predict them
 
 
 class Predictor(ABC):
@@ -113,7 +114,7 @@ def cells_from_effects(ctx: PredictionContext, deltas: np.ndarray, info: dict[st
         np.maximum(x, 0.0, out=x)
         return sp.csr_matrix(x)
 
-    return CellPrediction(perts, n_cells, block, info)
+    return CellPrediction(perts, n_cells, block, info, np.asarray(deltas))
 
 
 class CellMeanBaseline(Predictor):
@@ -150,14 +151,13 @@ class _EffectRegressor(Predictor):
 
 
 class RidgeEffects(_EffectRegressor):
-    """Standardised features -> ridge; alpha chosen on the validation genes, refit on train+val."""
+    """Features -> ridge (intercept, no rescaling: PCA loadings carry their variance as weight);
+    alpha chosen on the validation genes, then refit on train+val."""
 
     name = "ridge"
 
     def predict(self, ctx: PredictionContext) -> CellPrediction:
         from sklearn.linear_model import Ridge
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
 
         feats, _ = self.training_data(ctx)
         p = ctx.prepared
@@ -167,13 +167,13 @@ class RidgeEffects(_EffectRegressor):
             xt, yt = feats.rows(ctx.train), p.deltas(ctx.train)
             xv, yv = feats.rows(ctx.val), p.deltas(ctx.val)
             for a in alphas:
-                m = make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(xt, yt)
+                m = Ridge(alpha=a).fit(xt, yt)
                 val_mae[a] = float(np.mean(np.abs(m.predict(xv) - yv)))
             alpha = min(alphas, key=lambda a: (val_mae[a], a))
         else:
             alpha = 1.0
         fit_groups = [*ctx.train, *ctx.val]
-        model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(feats.rows(fit_groups), p.deltas(fit_groups))
+        model = Ridge(alpha=alpha).fit(feats.rows(fit_groups), p.deltas(fit_groups))
         deltas = model.predict(feats.rows(ctx.test))
         info = {"features": feats.source, "alpha": alpha, "val_mae_by_alpha": {str(k): v for k, v in val_mae.items()},
                 "fit_perturbations": len(fit_groups)}
