@@ -98,7 +98,8 @@ def _rank_sums(cptr: np.ndarray, cdata: np.ndarray, n_c: int, ctie: np.ndarray,
 
 
 def _sorted_csc(x: sp.spmatrix) -> sp.csc_matrix:
-    m = sp.csc_matrix(x, dtype=np.float64, copy=True)
+    # float32 like the h5ad values (predictions are written as float32): half the memory of float64
+    m = sp.csc_matrix(x, dtype=np.float32, copy=True)
     m.eliminate_zeros()
     m.sum_duplicates()
     _sort_columns(m.indptr.astype(np.int64), m.data)
@@ -137,14 +138,19 @@ class RankSumDE:
 
 
 def rank_sum_de(x: sp.spmatrix | np.ndarray, labels: np.ndarray, control: str, *, min_samples: int = MIN_SAMPLES) -> RankSumDE:
-    """Every group (>= min_samples cells) against `control`; BH over the whole table."""
+    """Every group (>= min_samples cells) against `control`; BH over the whole table.
+
+    Values are compared in float32, the precision of the h5ad files (prepared data, predictions).
+    """
     x = sp.csr_matrix(x)
     labels = np.asarray(labels).astype(str)
     ctrl_idx = np.flatnonzero(labels == control)
-    ctrl = _sorted_csc(x[ctrl_idx])
+    ctrl_rows = x[ctrl_idx]
+    ctrl_mean = np.asarray(ctrl_rows.mean(axis=0, dtype=np.float64)).ravel()
+    ctrl = _sorted_csc(ctrl_rows)
+    del ctrl_rows
     n_c = ctrl_idx.size
     ctie = _control_tie_sums(ctrl.indptr.astype(np.int64), ctrl.data, n_c)
-    ctrl_mean = np.asarray(x[ctrl_idx].mean(axis=0), dtype=np.float64).ravel()
     names, counts = np.unique(labels[labels != control], return_counts=True)
     groups = [str(g) for g, c in zip(names, counts, strict=True) if c >= min_samples]
     pvals, lfcs, ns = [], [], []
@@ -153,7 +159,7 @@ def rank_sum_de(x: sp.spmatrix | np.ndarray, labels: np.ndarray, control: str, *
         block = _sorted_csc(x[idx])
         u, tie = _rank_sums(ctrl.indptr.astype(np.int64), ctrl.data, n_c, ctie, block.indptr.astype(np.int64), block.data, idx.size)
         pvals.append(mannwhitney_pvalues(u, tie, idx.size, n_c))
-        gmean = np.asarray(x[idx].mean(axis=0), dtype=np.float64).ravel()
+        gmean = np.asarray(x[idx].mean(axis=0, dtype=np.float64)).ravel()
         with np.errstate(divide="ignore"):
             lfcs.append(np.log2(fold_change(gmean, ctrl_mean)))
         ns.append(idx.size)

@@ -91,17 +91,29 @@ def pdex_table(adata: ad.AnnData, pert_col: str, control: str, threads: int) -> 
     return pdex(adata=adata, mode="ref", groupby=pert_col, reference=control, threads=threads, is_log1p=True, epsilon=0.0)
 
 
+def group_means(x: sp.csr_matrix, labels: np.ndarray, groups: list[str], block: int = 10_000) -> np.ndarray:
+    """Mean row of each group, accumulated over row blocks (no copy of a whole group's rows)."""
+    code = {g: i for i, g in enumerate(groups)}
+    codes = np.array([code.get(v, -1) for v in labels])
+    sums = np.zeros((len(groups), x.shape[1]))
+    for start in range(0, x.shape[0], block):
+        c = codes[start : start + block]
+        keep = np.flatnonzero(c >= 0)
+        ind = sp.csr_matrix((np.ones(keep.size), (c[keep], keep)), shape=(len(groups), c.size))
+        sums += (ind @ x[start : start + block].astype(np.float64)).toarray()
+    counts = np.bincount(codes[codes >= 0], minlength=len(groups))
+    return sums / np.maximum(counts, 1)[:, None]
+
+
 def dataset_stats(adata: ad.AnnData, pert_col: str, control: str, threads: int = 1) -> DatasetStats:
     x = sp.csr_matrix(adata.X)
     labels = adata.obs[pert_col].astype(str).to_numpy()
     groups = sorted(set(labels) - {control})
-    rows = []
-    for g in [*groups, control]:
-        rows.append(np.asarray(x[labels == g].mean(axis=0), dtype=np.float64).ravel())
+    rows = group_means(x, labels, [*groups, control])
     n_cells = {g: int((labels == g).sum()) for g in [*groups, control]}
     obs = pd.DataFrame({pert_col: pd.Categorical(labels)}, index=adata.obs_names.copy())
     view = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=adata.var_names.copy()))
-    return DatasetStats(groups, control, n_cells, np.vstack(rows), rank_sum_de(x, labels, control), pdex_table(view, pert_col, control, threads))
+    return DatasetStats(groups, control, n_cells, rows, rank_sum_de(x, labels, control), pdex_table(view, pert_col, control, threads))
 
 
 # --------------------------------------------------------------------------------------------
