@@ -17,7 +17,9 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 echo "setup: torch (CPU wheel)"
-pip install torch==2.13.0
+# Our machines find a local CPU wheel; elsewhere (GitHub runners) set
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu, or plain PyPI pulls GBs of CUDA wheels.
+pip install torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 echo "setup: locked dependencies (a few minutes on a fresh machine)"
 pip install -c requirements/constraints.txt -r requirements/lock-cpu.txt
 # scgpt's declared dependencies pull torchtext, whose compiled library cannot load with current

@@ -102,7 +102,7 @@ def test_build_report_end_to_end(tmp_path):
 def test_report_cli_bad_metrics_leaves_no_report(tmp_path):
     bad = tmp_path / "metrics.tsv"
     bad.write_text("study\tvalue\nvcc\t1\n")
-    res = run_cli(["report.py", "--metrics", str(bad), "--outdir", str(tmp_path / "report"), "--no-html"])
+    res = run_cli(["report.py", "build", "--metrics", str(bad), "--outdir", str(tmp_path / "report"), "--no-html"])
     assert_one_line_error(res, "metrics.tsv", "dataset")
     assert not (tmp_path / "report").exists()
 

@@ -14,8 +14,21 @@ from pathlib import Path
 
 from txrepro import STUDY_IDS, __version__
 from txrepro.errors import TxreproError
-from txrepro.runtime import configure_logging, set_threads
+from txrepro.report.cli import add_report_steps
+from txrepro.runtime import configure_logging, prepare_task_environment, set_threads
 from txrepro.studies import cli_module, implemented_studies, pipeline_module
+
+
+class StrictParser(argparse.ArgumentParser):
+    """No option abbreviations: a process that passes `--out` must not silently mean `--outdir`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def _subcommands(parser: argparse.ArgumentParser, dest: str, metavar: str) -> argparse._SubParsersAction:
+    return parser.add_subparsers(dest=dest, required=True, metavar=metavar, parser_class=StrictParser)
 
 
 def _study_help(study: str) -> str:
@@ -33,14 +46,23 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def build_study_parser(study: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The parser of `bin/<study>.py`: one sub-command per step."""
     mod = cli_module(study)
-    parser = argparse.ArgumentParser(prog=prog or f"{study}.py", description=_study_help(study))
+    parser = StrictParser(prog=prog or f"{study}.py", description=_study_help(study))
     parser.add_argument("--version", action="version", version=f"txrepro {__version__}")
     if mod is None:
         parser.set_defaults(func=_not_implemented(study))
         return parser
-    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    mod.add_steps(steps, add_common)
+    _add_study_steps(_subcommands(parser, "step", "STEP"), study, mod)
     return parser
+
+
+def _add_study_steps(steps: argparse._SubParsersAction, study: str, mod) -> None:
+    """The study's own steps, plus `fixture`, which every study has (the -profile test inputs)."""
+    mod.add_steps(steps, add_common)
+    p = steps.add_parser("fixture", help=f"write the {study} fixture (synthetic inputs with planted truth)")
+    p.add_argument("--outdir", required=True, help="folder to write the fixture files into")
+    p.add_argument("--seed", type=int, default=0)
+    add_common(p)
+    p.set_defaults(func=_cmd_fixtures, study=study)
 
 
 def _not_implemented(study: str) -> Callable[[argparse.Namespace], int]:
@@ -75,47 +97,13 @@ def _cmd_fixtures(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics", nargs="+", required=True, help="metrics.tsv files of the studies that ran")
-    parser.add_argument("--run-info", nargs="*", default=[], help="run_info.json files (data source per study)")
-    parser.add_argument("--figures", nargs="*", default=[], help="PNG files or folders of PNGs")
-    parser.add_argument("--versions", nargs="*", default=[], help="collated versions TSV (process, tool, version)")
-    parser.add_argument("--params-json", default=None, help="JSON of the run's parameters for the workflow summary")
-    parser.add_argument("--published", default=None, help="published metrics TSV (default: the bundled assets/published_metrics.tsv)")
-    parser.add_argument("--studies", default="all", help="studies selected for this run ('all' or a comma list)")
-    parser.add_argument("--no-html", action="store_true", help="skip MultiQC (tables and figures only)")
-    parser.add_argument("--outdir", required=True, help="report folder to write")
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    import json
-
-    from txrepro.report.build import build_report
-    from txrepro.studies import parse_selection
-
-    params = json.loads(Path(args.params_json).read_text()) if args.params_json else {}
-    out = build_report(
-        args.outdir,
-        metrics=args.metrics,
-        run_infos=args.run_info,
-        figures=args.figures,
-        versions_tsv=args.versions,
-        params=params,
-        published=args.published,
-        selected=parse_selection(args.studies, require_implemented=False),
-        html=not args.no_html,
-    )
-    print(f"report: {out.summary_md}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = StrictParser(
         prog="txrepro",
         description="Re-run published transcriptome-AI studies and compare every number with the published one.",
     )
     parser.add_argument("--version", action="version", version=f"txrepro {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _subcommands(parser, "command", "COMMAND")
 
     p = sub.add_parser("reproduce", help="run studies end to end in-process, then the report")
     p.add_argument("study", help=f"'all' or a comma list of: {', '.join(STUDY_IDS)}")
@@ -126,10 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p)
     p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("report", help="build the report from metrics tables (what bin/report.py runs)")
-    add_report_arguments(p)
-    add_common(p)
-    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("report", help="report steps (what bin/report.py runs): build, not-computed")
+    add_report_steps(_subcommands(p, "step", "STEP"), add_common)
 
     p = sub.add_parser("fixtures", help="write a study's synthetic fixture with planted truth")
     p.add_argument("study", choices=STUDY_IDS)
@@ -145,12 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
             sp.set_defaults(func=_not_implemented(study))
             add_common(sp)
             continue
-        mod.add_steps(sp.add_subparsers(dest="step", required=True, metavar="STEP"), add_common)
+        _add_study_steps(_subcommands(sp, "step", "STEP"), study, mod)
     return parser
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse and dispatch; user errors become one line on stderr and exit status 2."""
+    prepare_task_environment()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "verbose", False))
     set_threads(getattr(args, "threads", None))
@@ -170,11 +157,14 @@ def study_main(study: str, argv: Sequence[str] | None = None) -> int:
     return run(build_study_parser(study), argv)
 
 
+def build_report_parser(prog: str = "report.py") -> argparse.ArgumentParser:
+    """The parser of `bin/report.py`."""
+    parser = StrictParser(prog=prog, description="Build the txrepro report, or mark a study as not computed.")
+    parser.add_argument("--version", action="version", version=f"txrepro {__version__}")
+    add_report_steps(_subcommands(parser, "step", "STEP"), add_common)
+    return parser
+
+
 def report_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `bin/report.py`."""
-    parser = argparse.ArgumentParser(prog="report.py", description="Build the txrepro report from study metrics.")
-    parser.add_argument("--version", action="version", version=f"txrepro {__version__}")
-    add_report_arguments(parser)
-    add_common(parser)
-    parser.set_defaults(func=cmd_report)
-    return run(parser, argv)
+    return run(build_report_parser(), argv)

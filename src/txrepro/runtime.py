@@ -29,6 +29,31 @@ def configure_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def prepare_task_environment(workdir: str | None = None) -> None:
+    """Inside a Nextflow task, point caches at the task folder before any library reads them.
+
+    Containers run as the calling user with a HOME that is often unwritable (`/`), so matplotlib,
+    numba, triton and Hugging Face caches would fail or land on shared disks. Nextflow exports
+    NXF_TASK_WORKDIR in every task; outside a task nothing changes.
+    """
+    workdir = workdir or os.environ.get("NXF_TASK_WORKDIR")
+    if not workdir:
+        return
+    cache = os.path.join(workdir, ".cache")
+    for var, sub in (
+        ("XDG_CACHE_HOME", ""),
+        ("MPLCONFIGDIR", "matplotlib"),
+        ("NUMBA_CACHE_DIR", "numba"),
+        ("TRITON_CACHE_DIR", "triton"),
+        ("HF_HOME", "huggingface"),
+        ("TORCH_HOME", "torch"),
+    ):
+        os.environ.setdefault(var, os.path.join(cache, sub) if sub else cache)
+    home = os.environ.get("HOME", "")
+    if not home or not os.access(home, os.W_OK):
+        os.environ["HOME"] = workdir
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA) so CPU runs are bit-for-bit repeatable."""
     random.seed(seed)

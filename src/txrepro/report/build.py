@@ -51,6 +51,7 @@ def build_report(
     versions: Mapping[str, Mapping[str, str]] | None = None,
     params: Mapping[str, object] | None = None,
     published: str | os.PathLike[str] | None = None,
+    multiqc_config: str | os.PathLike[str] | None = None,
     selected: Sequence[str] = STUDY_IDS,
     study_status: Mapping[str, str] | None = None,
     html: bool = True,
@@ -117,13 +118,14 @@ def build_report(
             for sid, part in reproduced.groupby("study"):
                 multiqc.study_metrics_mqc(part, str(sid), content / f"{sid}_metrics_mqc.tsv")
             all_versions: dict[str, dict[str, str]] = {k: dict(v) for k, v in (versions or {}).items()}
+            all_versions.setdefault("report", {}).update(multiqc.installed_versions())
             for proc, tools in multiqc.read_versions_tsv(versions_tsv).items():
                 all_versions.setdefault(proc, {}).update(tools)
             multiqc.write_versions_yaml(all_versions, content / "software_versions_mqc.yml")
             multiqc.write_workflow_summary(params or {}, content / "workflow_summary_mqc.yml")
             if overview:
                 shutil.copy2(overview, content / "reproduction_overview_mqc.png")
-            config = assets_dir() / "multiqc_config.yml"
+            config = Path(multiqc_config) if multiqc_config else assets_dir() / "multiqc_config.yml"
             multiqc.run_multiqc(content, tmp, config if config.exists() else None)
             html_path = outdir / "multiqc_report.html"
     log.info("report written to %s", outdir)

@@ -95,17 +95,22 @@ def write_summary_md(
         if part.empty:
             lines += ["No numbers.", ""]
             continue
+        # Sources are long and repeat across rows: number them once per study.
+        sources = list(dict.fromkeys(s for s in part["source"] if isinstance(s, str) and s))
+        ref = {s: f"[{i + 1}]" for i, s in enumerate(sources)}
         lines += [
-            "| dataset | model | split | metric | reproduced | published | difference | tolerance | verdict | source / notes |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| dataset | model | split | metric | reproduced | published | difference | tolerance | verdict | source | notes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in part.itertuples(index=False):
-            src = "; ".join(s for s in (r.source, r.notes) if isinstance(s, str) and s)
             lines.append(
                 f"| {_escape(r.dataset)} | {_escape(r.model)} | {_escape(r.split)} | {_escape(r.metric)} | {fmt(r.reproduced)} | "
-                f"{fmt(r.published)} | {fmt(r.difference)} | {fmt(r.tolerance)} | **{r.verdict}** | {_escape(src)} |"
+                f"{fmt(r.published)} | {fmt(r.difference)} | {fmt(r.tolerance)} | **{r.verdict}** | {ref.get(r.source, '')} | "
+                f"{_escape(r.notes if isinstance(r.notes, str) else '')} |"
             )
         lines.append("")
+        if sources:
+            lines += ["Sources:", ""] + [f"{ref[s]} {_escape(s)}" + "  " for s in sources] + [""]
         figs = figures.get(study, [])
         if figs:
             lines += ["Figures: " + ", ".join(f"[{Path(f).name}]({f})" for f in figs), ""]
