@@ -11,6 +11,7 @@
 
 include { validateParameters; paramsSummaryLog } from 'plugin/nf-schema'
 include { REPORT; STUDY_NOT_COMPUTED } from './modules/report'
+include { VCC; VCC_FIXTURE } from './modules/vcc'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -54,7 +55,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = []
+    def implemented = ['vcc']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -65,6 +66,25 @@ workflow {
 
     // Study blocks (one per implemented study): run the study workflow on the given data, on
     // its fixture with --use_fixtures, or report it as not computed when no data is given.
+
+    if ('vcc' in studies) {
+        if (params.vcc_input || use_fixtures) {
+            def ch_vcc = params.vcc_input
+                ? channel.of([
+                    [id: 'vcc'],
+                    file(params.vcc_input, checkIfExists: true),
+                    params.vcc_features ? file(params.vcc_features, checkIfExists: true) : [],
+                    file(params.vcc_test_genes, checkIfExists: true),
+                ])
+                : VCC_FIXTURE(channel.of([id: 'vcc'])).data
+            VCC(ch_vcc, params.vcc_models.toString().tokenize(',').collect { m -> m.trim() }, params.vcc_input ? 'provided' : 'fixture')
+            ch_metrics  = ch_metrics.mix(VCC.out.metrics)
+            ch_run_info = ch_run_info.mix(VCC.out.run_info)
+            ch_figures  = ch_figures.mix(VCC.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('vcc'))
+        }
+    }
 
     // Studies without data: every published number becomes `not computed: data not provided`.
     STUDY_NOT_COMPUTED(ch_missing)

@@ -101,7 +101,7 @@ def write_synthetic(path: Path, n_cells: int, pool: sp.csr_matrix, mu: np.ndarra
 
 
 def measure(cmd: list[str], log: Path) -> dict:
-    """Run one step in its own process; wall seconds and peak RSS from os.wait4."""
+    """Run one step in its own process; wall and CPU seconds and peak RSS from os.wait4."""
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO / "src"), "TXREPRO_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
@@ -110,7 +110,9 @@ def measure(cmd: list[str], log: Path) -> dict:
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} failed ({rc}); see {log}")
-    return {"seconds": round(wall, 1), "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2)}
+    # CPU seconds (user + system) next to wall time: on a shared machine wall time includes waiting
+    return {"seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2)}
 
 
 REF_PREPARE = """
