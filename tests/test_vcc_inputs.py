@@ -74,6 +74,7 @@ def test_test_gene_absent_from_the_data(base, tmp_path):
     assert_one_line_error(res, "obs['target_gene']", "tg.txt", "missing T99")
 
 
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
 def test_other_bad_prepare_inputs(base, tmp_path):
     d, paths = base
     tg = tmp_path / "tg.txt"

@@ -171,8 +171,13 @@ class Prepared:
         finally:
             backed.file.close()
 
-    def control_rows(self) -> ad.AnnData:
+    @cached_property
+    def _control_rows(self) -> ad.AnnData:
         return self.rows_of([self.control])
+
+    def control_rows(self) -> ad.AnnData:
+        """The control cells (read once: the models sample them and the prediction file keeps them)."""
+        return self._control_rows
 
     def test_rows(self) -> ad.AnnData:
         """The real cells the models are scored against: test perturbations plus every control."""
