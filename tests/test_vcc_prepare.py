@@ -111,3 +111,15 @@ def test_fixture_is_deterministic():
     a, ea, _ = make_counts(seed=5)
     b, eb, _ = make_counts(seed=5)
     assert (a.X != b.X).nnz == 0 and all(np.array_equal(ea[k], eb[k]) for k in ea)
+
+
+def test_rows_of_reads_exactly_the_selected_cells(fx):
+    d, _ = fx
+    p = Prepared(d / "prep_small_blocks")
+    full = ad.read_h5ad(p.h5ad)
+    got = p.rows_of(["T2", "non-targeting"], block=97)
+    mask = full.obs["target_gene"].isin(["T2", "non-targeting"]).to_numpy()
+    assert (got.X != full.X[mask]).nnz == 0
+    assert got.obs_names.equals(full.obs_names[mask])
+    assert got.obs["target_gene"].astype(str).tolist() == full.obs["target_gene"][mask].astype(str).tolist()
+    assert got.var_names.equals(full.var_names)

@@ -106,6 +106,15 @@ def _sorted_csc(x: sp.spmatrix) -> sp.csc_matrix:
     return m
 
 
+def _column_means(x: sp.csr_matrix, block: int = 1_000) -> np.ndarray:
+    """Column means in float64 without a float64 copy of the whole matrix (blocks of rows)."""
+    sums = np.zeros(x.shape[1])
+    for start in range(0, x.shape[0], block):
+        part = x[start : start + block]
+        sums += np.bincount(part.indices, weights=part.data, minlength=x.shape[1])
+    return sums / max(x.shape[0], 1)
+
+
 def mannwhitney_pvalues(u: np.ndarray, tie: np.ndarray, n1: int, n2: int) -> np.ndarray:
     """Two-sided normal approximation with tie and continuity correction (scipy's 'asymptotic')."""
     n = n1 + n2
@@ -146,7 +155,7 @@ def rank_sum_de(x: sp.spmatrix | np.ndarray, labels: np.ndarray, control: str, *
     labels = np.asarray(labels).astype(str)
     ctrl_idx = np.flatnonzero(labels == control)
     ctrl_rows = x[ctrl_idx]
-    ctrl_mean = np.asarray(ctrl_rows.mean(axis=0, dtype=np.float64)).ravel()
+    ctrl_mean = _column_means(ctrl_rows)
     ctrl = _sorted_csc(ctrl_rows)
     del ctrl_rows
     n_c = ctrl_idx.size
@@ -159,7 +168,7 @@ def rank_sum_de(x: sp.spmatrix | np.ndarray, labels: np.ndarray, control: str, *
         block = _sorted_csc(x[idx])
         u, tie = _rank_sums(ctrl.indptr.astype(np.int64), ctrl.data, n_c, ctie, block.indptr.astype(np.int64), block.data, idx.size)
         pvals.append(mannwhitney_pvalues(u, tie, idx.size, n_c))
-        gmean = np.asarray(x[idx].mean(axis=0, dtype=np.float64)).ravel()
+        gmean = _column_means(x[idx])
         with np.errstate(divide="ignore"):
             lfcs.append(np.log2(fold_change(gmean, ctrl_mean)))
         ns.append(idx.size)
