@@ -6,8 +6,9 @@ appends the real control cells, as cell-eval's own baseline does, so every model
 against the same controls.
 
 Registered here: the cell-mean baseline (cell-eval's definition), ridge and random forest on
-per-perturbation features. STATE and scGPT (issue 3) register the same way: add a class with
-`name` and `predict(ctx) -> CellPrediction` and a line in PREDICTORS; heavy imports stay inside.
+per-perturbation features; STATE (state.py) and scGPT (scgpt_perturb.py) register the same way: a
+class with `name` and `predict(ctx) -> CellPrediction` and a line in PREDICTORS; heavy imports
+stay inside. Models that start from control cells (STATE, scGPT) share `cells_from_control_rows`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from txrepro.runtime import get_logger, progress, seed_everything
 from txrepro.studies.vcc.data import Prepared
 from txrepro.studies.vcc.features import perturbation_features
 from txrepro.studies.vcc.h5ad_stream import CsrH5adWriter
-from txrepro.studies.vcc.params import ModelParams
+from txrepro.studies.vcc.params import ModelParams, ScGPTParams
 
 log = get_logger(__name__)
 
@@ -39,13 +40,14 @@ PREDICTORS: dict[str, str] = {
     "cell_mean": "txrepro.studies.vcc.models:CellMeanBaseline",
     "ridge": "txrepro.studies.vcc.models:RidgeEffects",
     "random_forest": "txrepro.studies.vcc.models:RandomForestEffects",
+    "state": "txrepro.studies.vcc.state:StatePredictor",
+    "state_more_steps": "txrepro.studies.vcc.state:StateMoreStepsPredictor",
+    "scgpt_zero_shot": "txrepro.studies.vcc.scgpt_perturb:ScGPTZeroShot",
+    "scgpt_finetuned": "txrepro.studies.vcc.scgpt_perturb:ScGPTFinetuned",
 }
 
 # Published models without a predictor in this version, and why (shown as `not computed`).
-PLANNED: dict[str, str] = {
-    m: "model not run: STATE and scGPT are trained by the vcc_state / vcc_scgpt steps (issue 3)"
-    for m in ("state", "state_more_steps", "scgpt_zero_shot", "scgpt_finetuned")
-}
+PLANNED: dict[str, str] = {}
 
 
 @dataclass
@@ -54,6 +56,12 @@ class PredictionContext:
     params: ModelParams = field(default_factory=ModelParams)
     features_path: Path | None = None
     threads: int = 1
+    trained: Path | None = None  # a `state-train` / `scgpt-finetune` output folder
+    device: str = "auto"
+    scgpt: ScGPTParams = field(default_factory=ScGPTParams)
+    scgpt_checkpoint: Path | None = None  # pretrained scGPT folder (zero-shot)
+    scgpt_allow_random_init: bool = False
+    scgpt_verify_checksums: bool = True
 
     @property
     def train(self) -> list[str]:
@@ -94,6 +102,13 @@ def get_predictor(name: str) -> Predictor:
     return getattr(importlib.import_module(module), cls)()
 
 
+def sampled_controls(ctx: PredictionContext, i: int, n: int, n_controls: int) -> np.ndarray:
+    """The control cells (row numbers) a model starts from for test perturbation i: one seeded draw
+    shared by every model, so their predictions differ only by what the model does."""
+    rng = np.random.default_rng([ctx.params.seed, i])
+    return rng.choice(n_controls, size=n, replace=n > n_controls)
+
+
 def cells_from_effects(ctx: PredictionContext, deltas: np.ndarray, info: dict[str, Any]) -> CellPrediction:
     """Cells = a seeded sample of real control cells + the predicted effect, clipped at 0.
 
@@ -106,15 +121,43 @@ def cells_from_effects(ctx: PredictionContext, deltas: np.ndarray, info: dict[st
     n_cells = prepared.n_cells(perts)
 
     def block(i: int) -> sp.csr_matrix:
-        rng = np.random.default_rng([ctx.params.seed, i])
-        n = int(n_cells[i])
-        idx = rng.choice(ctrl.shape[0], size=n, replace=n > ctrl.shape[0])
+        idx = sampled_controls(ctx, i, int(n_cells[i]), ctrl.shape[0])
         x = ctrl[idx].toarray().astype(np.float32)
         x += deltas[i].astype(np.float32)
         np.maximum(x, 0.0, out=x)
         return sp.csr_matrix(x)
 
     return CellPrediction(perts, n_cells, block, info, np.asarray(deltas))
+
+
+def cells_from_control_rows(
+    ctx: PredictionContext,
+    columns: np.ndarray,
+    predict_block: Callable[[int, np.ndarray], np.ndarray],
+    info: dict[str, Any],
+) -> CellPrediction:
+    """Cells from a model that maps control cells to perturbed cells on a subset of genes.
+
+    For test perturbation i, `predict_block(i, basal)` gets the sampled control cells' values on
+    `columns` (n x len(columns), float32) and returns their predicted values there; every other
+    gene keeps the control cell's value (a predicted effect of 0), clipped at 0 like any cell.
+    """
+    ctrl = ctx.prepared.control_rows().X.tocsr()
+    perts = ctx.test
+    n_cells = ctx.prepared.n_cells(perts)
+    columns = np.asarray(columns, dtype=np.int64)
+
+    def block(i: int) -> sp.csr_matrix:
+        idx = sampled_controls(ctx, i, int(n_cells[i]), ctrl.shape[0])
+        x = ctrl[idx].toarray().astype(np.float32)
+        pred = np.asarray(predict_block(i, np.ascontiguousarray(x[:, columns])), dtype=np.float32)
+        if pred.shape != (idx.size, columns.size):
+            raise ValueError(f"model returned {pred.shape} for {perts[i]}, expected {(idx.size, columns.size)}")
+        x[:, columns] = pred
+        np.maximum(x, 0.0, out=x)
+        return sp.csr_matrix(x)
+
+    return CellPrediction(perts, n_cells, block, info)
 
 
 class CellMeanBaseline(Predictor):
@@ -227,13 +270,16 @@ def write_prediction(pred: CellPrediction, prepared: Prepared, path: Path, chunk
 
 
 def predict(prepared_dir: str | Path, model: str, outdir: str | Path, *, features: str | Path | None = None,
-            params: ModelParams = ModelParams(), threads: int = 1) -> tuple[Path, Path]:
-    """Run one registered model; writes `<model>_pred.h5ad` and `<model>_model.json`."""
+            params: ModelParams = ModelParams(), threads: int = 1, **context: Any) -> tuple[Path, Path]:
+    """Run one registered model; writes `<model>_pred.h5ad` and `<model>_model.json`.
+
+    `context` sets the other PredictionContext fields (trained, device, scgpt, scgpt_checkpoint, ...).
+    """
     t0 = time.perf_counter()
     predictor = get_predictor(model)
     prepared = Prepared(prepared_dir)
     seed_everything(params.seed)
-    ctx = PredictionContext(prepared, params, Path(features) if features else None, threads)
+    ctx = PredictionContext(prepared, params, Path(features) if features else None, threads, **context)
     pred = predictor.predict(ctx)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

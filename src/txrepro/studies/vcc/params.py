@@ -8,7 +8,7 @@ one place.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ from txrepro.paths import assets_dir
 
 DATASET = "vcc_h1_crispri"
 SPLIT = "test"
-DEFAULT_MODELS = ("cell_mean", "ridge", "random_forest")
+DEFAULT_MODELS = ("cell_mean", "ridge", "random_forest", "state", "state_more_steps", "scgpt_zero_shot", "scgpt_finetuned")
+STATE_MODELS = ("state", "state_more_steps")
+SCGPT_MODELS = ("scgpt_zero_shot", "scgpt_finetuned")
 TEST_GENES_ASSET = "vcc_test_genes.txt"
 
 
@@ -54,6 +56,88 @@ class ModelParams:
 
 
 @dataclass(frozen=True)
+class StateParams:
+    """arc-state ST model (`state_sm` is the project's configuration; `tiny` trains on CPU in seconds).
+
+    One training run serves both published STATE rows: `state` is the model after `max_steps`
+    (the first run: 40,000 steps) and `state_more_steps` the same run at `more_steps_step` (the
+    fourth run was evaluated at step 10,700 of its schedule; arc-state trains with a constant
+    learning rate, so that checkpoint is the model after 10,700 steps).
+    """
+
+    config: str = "state_sm"
+    hidden_dim: int = 672
+    n_layers: int = 4  # Llama blocks
+    n_heads: int = 8
+    head_dim: int = 84
+    intermediate_size: int = 2688
+    n_encoder_layers: int = 4  # perturbation encoder MLP
+    n_decoder_layers: int = 4  # output projection MLP
+    cell_set_len: int = 128
+    lr: float = 1e-4
+    batch_size: int = 16  # cell sets per step
+    max_steps: int = 40_000
+    more_steps_step: int = 10_700
+    val_freq: int = 2_000
+    grad_clip: float = 10.0
+    blur: float = 0.05  # geomloss energy distance
+    bidirectional: bool = False  # the project's state_sm used causal attention (studies.md)
+    predict_clip: float = 14.0  # `state tx infer` clips predictions to [0, 14]
+
+
+STATE_PRESETS: dict[str, StateParams] = {
+    "state_sm": StateParams(),
+    "tiny": StateParams(config="tiny", hidden_dim=32, n_layers=1, n_heads=2, head_dim=16, intermediate_size=64,
+                        n_encoder_layers=2, n_decoder_layers=2, cell_set_len=8, lr=1e-3, max_steps=600, more_steps_step=160,
+                        val_freq=200),
+}
+
+
+@dataclass(frozen=True)
+class ScGPTParams:
+    """scGPT perturbation model (TransformerGenerator) as its perturbation tutorial trains it.
+
+    `tutorial` are the tutorial's settings; `tiny` is for the CPU test profile. The architecture
+    fields (embsize ... n_layers_cls) only apply without a checkpoint (random initialisation);
+    with one, its args.json fixes them. Defaults are scGPT whole-human's.
+    """
+
+    config: str = "tutorial"
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 1e-4
+    lr_gamma: float = 0.9  # StepLR every epoch
+    early_stop: int = 5  # epochs without a better validation loss
+    max_seq_len: int = 1536
+    dropout: float = 0.2
+    gene_set: str = "hvg"  # 'hvg': the prepared HVGs plus every perturbed gene (as GEARS data); 'all'
+    min_gene_fraction: float = 0.5  # fail when fewer of those genes are in the vocabulary
+    embsize: int = 512
+    nheads: int = 8
+    d_hid: int = 512
+    nlayers: int = 12
+    n_layers_cls: int = 3
+
+
+SCGPT_PRESETS: dict[str, ScGPTParams] = {
+    "tutorial": ScGPTParams(),
+    "tiny": ScGPTParams(config="tiny", epochs=6, batch_size=32, lr=1e-3, dropout=0.0, embsize=32, nheads=2, d_hid=32, nlayers=2),
+}
+
+
+def preset(presets: dict[str, Any], name: str, param: str, overrides: Mapping[str, Any]) -> Any:
+    """A preset by name with individual fields overridden (values coerced to the field types)."""
+    if name not in presets:
+        raise InputError("params", param, f"one of {', '.join(presets)}", repr(name))
+    base = presets[name]
+    kw = {}
+    for f in fields(base):
+        if f.name in overrides and overrides[f.name] is not None and f.name != "config":
+            kw[f.name] = _coerce(f"{param.rsplit('_', 1)[0]}_{f.name}", overrides[f.name], type(getattr(base, f.name)))
+    return replace(base, **kw)
+
+
+@dataclass(frozen=True)
 class VccRunParams:
     """Everything `reproduce()` needs, read from the `vcc_*` params."""
 
@@ -65,9 +149,16 @@ class VccRunParams:
     threads: int = 1
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
+    state: StateParams = field(default_factory=StateParams)
+    scgpt: ScGPTParams = field(default_factory=ScGPTParams)
+    scgpt_checkpoint: Path | None = None
+    scgpt_allow_random_init: bool = False
+    scgpt_verify_checksums: bool = True
+    device: str = "auto"
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> VccRunParams:
+    def from_params(cls, params: Mapping[str, Any], profile: str = "full") -> VccRunParams:
+        """`profile` picks the default model sizes: `test` -> the tiny STATE and scGPT settings."""
         def get(name: str) -> Any:
             v = params.get(f"vcc_{name}")
             return None if v is None or (isinstance(v, str) and v.strip() in ("", "null", "None")) else v
@@ -99,6 +190,14 @@ class VccRunParams:
             threads=_coerce("vcc_threads", get("threads") or 1, int),
             data=DataParams(**data_kw),
             model=ModelParams(**model_kw),
+            state=preset(STATE_PRESETS, str(get("state_config") or ("tiny" if profile == "test" else "state_sm")), "vcc_state_config",
+                         {f.name: get(f"state_{f.name}") for f in fields(StateParams)}),
+            scgpt=preset(SCGPT_PRESETS, str(get("scgpt_config") or ("tiny" if profile == "test" else "tutorial")), "vcc_scgpt_config",
+                         {f.name: get(f"scgpt_{f.name}") for f in fields(ScGPTParams)}),
+            scgpt_checkpoint=Path(get("scgpt_checkpoint")) if get("scgpt_checkpoint") else None,
+            scgpt_allow_random_init=_coerce("vcc_scgpt_allow_random_init", get("scgpt_allow_random_init") or False, bool),
+            scgpt_verify_checksums=_coerce("vcc_scgpt_verify_checksums", True if get("scgpt_verify_checksums") is None else get("scgpt_verify_checksums"), bool),
+            device=str(params.get("device") or "auto"),
         )
 
 
