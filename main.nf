@@ -15,6 +15,7 @@ include { AGE_CLOCK; AGE_CLOCK_FIXTURE } from './modules/age_clock'
 include { SAGE_NET; SAGE_NET_FIXTURE } from './modules/sage_net'
 include { DRUGSEQ; DRUGSEQ_FIXTURE } from './modules/drugseq'
 include { GPO_VAE; GPO_VAE_FIXTURE } from './modules/gpo_vae'
+include { VCC; VCC_FIXTURE } from './modules/vcc'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -69,7 +70,7 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     def known = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
-    def implemented = ['age_clock', 'gpo_vae', 'sage_net', 'drugseq']
+    def implemented = ['age_clock', 'gpo_vae', 'vcc', 'sage_net', 'drugseq']
     def studies = selectStudies(params.study.toString(), known, implemented)
     def use_fixtures = asBoolean('use_fixtures', params.use_fixtures)
 
@@ -122,6 +123,25 @@ workflow {
             ch_figures  = ch_figures.mix(GPO_VAE.out.figures.flatten())
         } else {
             ch_missing = ch_missing.mix(channel.of('gpo_vae'))
+        }
+    }
+
+    if ('vcc' in studies) {
+        if (params.vcc_input || use_fixtures) {
+            def ch_vcc = params.vcc_input
+                ? channel.of([
+                    [id: 'vcc'],
+                    file(params.vcc_input, checkIfExists: true),
+                    params.vcc_features ? file(params.vcc_features, checkIfExists: true) : [],
+                    file(params.vcc_test_genes, checkIfExists: true),
+                ])
+                : VCC_FIXTURE(channel.of([id: 'vcc'])).data
+            VCC(ch_vcc, params.vcc_models.toString().tokenize(',').collect { m -> m.trim() }, params.vcc_input ? 'provided' : 'fixture')
+            ch_metrics  = ch_metrics.mix(VCC.out.metrics)
+            ch_run_info = ch_run_info.mix(VCC.out.run_info)
+            ch_figures  = ch_figures.mix(VCC.out.figures.flatten())
+        } else {
+            ch_missing = ch_missing.mix(channel.of('vcc'))
         }
     }
 

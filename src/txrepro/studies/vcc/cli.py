@@ -1,0 +1,123 @@
+"""`vcc.py <step>` / `txrepro vcc <step>`: one sub-command per step, as the Nextflow processes call them.
+
+Option names are part of the pipeline's interface (modules/vcc.nf passes them): keep them stable.
+Heavy libraries are imported inside the handlers so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from txrepro.studies.vcc.params import DataParams, ModelParams
+
+D, M = DataParams(), ModelParams()
+
+
+def _threads(args: argparse.Namespace) -> int:
+    return max(1, int(args.threads or 1))
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from txrepro.studies.vcc.preprocess import prepare
+
+    dp = DataParams(pert_col=args.pert_col, control=args.control, gene_col=args.gene_col, batch_col=args.batch_col,
+                    guide_col=args.guide_col, n_hvg=args.n_hvg, seed=args.seed, val_fraction=args.val_fraction, chunk_size=args.chunk_size)
+    r = prepare(args.input, args.outdir, dp=dp, test_genes_file=args.test_genes, input_checksum=args.input_checksum)
+    print(f"prepared\t{r.outdir}\t{r.n_obs} cells x {r.n_vars} genes, {r.n_hvg} HVGs, "
+          f"train {len(r.split['train'])} / val {len(r.split['val'])} / test {len(r.split['test'])} perturbations")
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    from txrepro.studies.vcc.evaluate import reference
+
+    print(f"reference\t{reference(args.prepared, args.outdir, threads=_threads(args))}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from txrepro.studies.vcc.models import predict
+
+    mp = ModelParams(seed=args.seed, n_pcs=args.n_pcs, pca_cells=args.pca_cells, ridge_alphas=tuple(args.ridge_alphas),
+                     rf_trees=args.rf_trees, rf_components=args.rf_components)
+    h5, js = predict(args.prepared, args.model, args.outdir, features=args.features, params=mp, threads=_threads(args))
+    print(f"predictions\t{h5}\t{js}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from txrepro.studies.vcc.evaluate import evaluate
+
+    print(f"evaluation\t{evaluate(args.prepared, args.reference, args.predictions, args.model, args.outdir, threads=_threads(args))}")
+    return 0
+
+
+def _summarise(args: argparse.Namespace) -> int:
+    import json
+
+    from txrepro.studies.vcc.summarise import summarise
+
+    params = json.loads(Path(args.params_json).read_text()) if args.params_json else {}
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    run = summarise(args.evaluations, args.outdir, data_source=args.data_source, selected_models=models, params=params)
+    print(f"metrics\t{run.metrics}")
+    return 0
+
+
+def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = steps.add_parser("prepare", help="validate the h5ad, normalise + log1p, HVGs into obsm['X_hvg'], split by perturbation gene")
+    p.add_argument("--input", required=True, help="raw-count h5ad (obs perturbation/guide/batch columns, var gene ids)")
+    p.add_argument("--outdir", required=True, help="folder to write (prepared.h5ad, group_means.h5ad, split.json/.tsv)")
+    p.add_argument("--test-genes", default=None, help="held-out perturbation genes, one per line (default: the published 30)")
+    p.add_argument("--pert-col", default=D.pert_col, help="obs column naming each cell's target gene")
+    p.add_argument("--control", default=D.control, help="label of control cells in --pert-col")
+    p.add_argument("--gene-col", default=D.gene_col, help="var column with gene ids ('' to skip the check)")
+    p.add_argument("--batch-col", default=D.batch_col, help="obs batch column ('' to skip the check)")
+    p.add_argument("--guide-col", default=D.guide_col, help="obs guide column ('' to skip the check)")
+    p.add_argument("--n-hvg", type=int, default=D.n_hvg, help="highly variable genes for obsm['X_hvg']")
+    p.add_argument("--seed", type=int, default=D.seed, help="seed of the train/val split")
+    p.add_argument("--val-fraction", type=float, default=D.val_fraction, help="share of non-test genes for validation")
+    p.add_argument("--chunk-size", type=int, default=D.chunk_size, help="cells per block of the streaming passes")
+    p.add_argument("--input-checksum", default=None, help="sha256:<hex> or md5:<hex> the input must match")
+    add_common(p)
+    p.set_defaults(func=_prepare)
+
+    p = steps.add_parser("reference", help="DE and pseudobulk of the real test cells, shared by every model's evaluation")
+    p.add_argument("--prepared", required=True, help="output folder of `prepare`")
+    p.add_argument("--outdir", required=True, help="folder to write")
+    add_common(p)
+    p.set_defaults(func=_reference)
+
+    p = steps.add_parser("predict", help="predict the held-out perturbations' cells with one model")
+    p.add_argument("--prepared", required=True, help="output folder of `prepare`")
+    p.add_argument("--model", required=True, help="cell_mean, ridge or random_forest")
+    p.add_argument("--outdir", required=True, help="folder for <model>_pred.h5ad and <model>_model.json")
+    p.add_argument("--features", default=None, help="ESM2_pert_features.pt (dict gene -> tensor); default: PCA-loading fallback")
+    p.add_argument("--seed", type=int, default=M.seed, help="seed of models and control-cell sampling")
+    p.add_argument("--n-pcs", type=int, default=M.n_pcs, help="fallback features: principal components of control cells")
+    p.add_argument("--pca-cells", type=int, default=M.pca_cells, help="fallback features: control cells used for the PCA")
+    p.add_argument("--ridge-alphas", type=float, nargs="+", default=list(M.ridge_alphas), help="ridge penalties tried on the validation genes")
+    p.add_argument("--rf-trees", type=int, default=M.rf_trees, help="random forest trees")
+    p.add_argument("--rf-components", type=int, default=M.rf_components, help="random forest: PCs of the training effects it predicts")
+    add_common(p)
+    p.set_defaults(func=_predict)
+
+    p = steps.add_parser("evaluate", help="score one model's predictions with cell-eval (vcc profile) and the project evaluator")
+    p.add_argument("--prepared", required=True, help="output folder of `prepare`")
+    p.add_argument("--reference", required=True, help="output folder of `reference`")
+    p.add_argument("--predictions", required=True, help="<model>_pred.h5ad")
+    p.add_argument("--model", required=True, help="model name (names the outputs)")
+    p.add_argument("--outdir", required=True, help="folder to write")
+    add_common(p)
+    p.set_defaults(func=_evaluate)
+
+    p = steps.add_parser("summarise", help="overall scores, metrics.tsv and figures from every model's evaluation")
+    p.add_argument("--evaluations", nargs="+", required=True, help="<model>_eval.json files or folders holding them")
+    p.add_argument("--outdir", required=True, help="folder for metrics.tsv, vcc_metrics_mqc.tsv, run_info.json, figures")
+    p.add_argument("--data-source", default="provided", choices=("fixture", "provided"), help="recorded in run_info.json and the report")
+    p.add_argument("--models", default=None, help="comma list of the models this run selected (others are reported as not selected)")
+    p.add_argument("--params-json", default=None, help="JSON of the run's vcc_* parameters for run_info.json")
+    add_common(p)
+    p.set_defaults(func=_summarise)

@@ -1,0 +1,59 @@
+"""The vcc steps in order, in-process: what `txrepro reproduce vcc` runs (and Nextflow, per process)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from txrepro.errors import InputError
+from txrepro.runtime import get_logger
+from txrepro.studies.base import Profile, StudyRun, missing_data_run
+from txrepro.studies.vcc.params import VccRunParams
+
+log = get_logger(__name__)
+
+STEPS: tuple[str, ...] = ("prepare", "reference", "predict", "evaluate", "summarise")
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    from txrepro.studies.vcc.models import PLANNED, PREDICTORS
+
+    for m in models:
+        if m not in PREDICTORS:
+            why = f" ({PLANNED[m]})" if m in PLANNED else ""
+            raise InputError("params", "vcc_models", f"a comma list of {', '.join(PREDICTORS)}", repr(m) + why)
+
+
+def reproduce(outdir: Path, *, profile: Profile = "test", params: Mapping[str, Any] | None = None) -> StudyRun:
+    """prepare -> reference -> predict/evaluate each model -> summarise, into `outdir`."""
+    from txrepro.studies.vcc.evaluate import evaluate, reference
+    from txrepro.studies.vcc.models import predict
+    from txrepro.studies.vcc.preprocess import prepare
+    from txrepro.studies.vcc.summarise import summarise
+
+    params = dict(params or {})
+    rp = VccRunParams.from_params(params)
+    check_models(rp.models)
+    outdir = Path(outdir)
+    if rp.input is None:
+        if profile == "full":
+            return missing_data_run(outdir, "vcc", params={k: v for k, v in params.items() if k.startswith("vcc_")})
+        from txrepro.fixtures.vcc import write_fixture
+
+        fx = write_fixture(outdir / "fixture", seed=0)
+        input_path, features, test_genes, source = fx["input"], rp.features or fx["features"], rp.test_genes or fx["test_genes"], "fixture"
+    else:
+        input_path, features, test_genes, source = rp.input, rp.features, rp.test_genes, "provided"
+
+    prepared = outdir / "prepared"
+    prepare(input_path, prepared, dp=rp.data, test_genes_file=test_genes, input_checksum=rp.input_checksum)
+    ref = reference(prepared, outdir / "reference", threads=rp.threads)
+    evaluations = []
+    for model in rp.models:
+        log.info("vcc model %s", model)
+        pred_h5ad, _ = predict(prepared, model, outdir / "predictions", features=features, params=rp.model, threads=rp.threads)
+        evaluations.append(evaluate(prepared, ref, pred_h5ad, model, outdir / "evaluations", threads=rp.threads))
+    inputs = {"input": str(input_path), "features": str(features or ""), "test_genes": str(test_genes or "bundled 30 published genes")}
+    used = {k: v for k, v in params.items() if k.startswith("vcc_")}
+    return summarise(evaluations, outdir, data_source=source, selected_models=rp.models, inputs=inputs, params=used)

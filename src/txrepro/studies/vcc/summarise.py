@@ -1,0 +1,142 @@
+"""summarise: every model's evaluation -> overall scores, metrics.tsv, figures.
+
+Scores need the cell-mean run: the project evaluator's overall score is scaled against this
+run's own cell-mean row (`overall_score`) and, as my_cell_eval3.py literally did, against the
+published cell-mean triple (`overall_score_published_baseline`); the official score is
+cell_eval.score_agg_metrics against the cell-mean run's aggregate table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import polars as pl
+
+from txrepro.errors import InputError
+from txrepro.metrics.baseline_score import VCC_DIRECTIONS, overall_score
+from txrepro.metrics.table import MetricRow, metrics_frame, not_computed
+from txrepro.report.published import published_value, read_published
+from txrepro.runtime import get_logger
+from txrepro.studies.base import StudyRun, finish_study
+from txrepro.studies.vcc.evaluate import CELL_EVAL_METRICS
+from txrepro.studies.vcc.figures import metrics_vs_published, pds_rank_heatmap
+from txrepro.studies.vcc.models import PLANNED, PREDICTORS
+from txrepro.studies.vcc.params import DATASET, SPLIT
+
+log = get_logger(__name__)
+
+STUDY = "vcc"
+BASELINE = "cell_mean"
+PROJECT_NOTE = "project evaluator (my_cell_eval3.py definitions)"
+OFFICIAL_NOTE = "official evaluator (cell-eval 'vcc' profile)"
+
+
+def _find_evaluations(paths: Iterable[str | Path]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in map(Path, paths):
+        files = sorted(p.glob("*_eval.json")) if p.is_dir() else [p]
+        for f in files:
+            if not f.is_file() or not f.name.endswith("_eval.json"):
+                raise InputError(f, "evaluation", "a <model>_eval.json written by `vcc.py evaluate` (or its folder)", "nothing usable")
+            found[f.name[: -len("_eval.json")]] = f
+    if not found:
+        raise InputError(", ".join(map(str, paths)) or "--evaluations", "evaluations", "at least one <model>_eval.json", "none")
+    return found
+
+
+def _row(model: str, metric: str, value: float, n: int | None, notes: str) -> MetricRow:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return not_computed(STUDY, DATASET, model, SPLIT, metric, f"no finite value ({notes})")
+    return MetricRow(STUDY, DATASET, model, SPLIT, metric, float(value), n, notes)
+
+
+def score_rows(evals: Mapping[str, dict[str, Any]], agg: Mapping[str, pl.DataFrame]) -> list[MetricRow]:
+    from cell_eval import score_agg_metrics
+
+    rows: list[MetricRow] = []
+    base = evals.get(BASELINE)
+    pub_base = {m: published_value(STUDY, DATASET, BASELINE, SPLIT, m) for m in VCC_DIRECTIONS}
+    for model, ev in evals.items():
+        proj, ce = ev["project"], ev["cell_eval"]
+        n = int(ev["n_perturbations"])
+        feats = ev.get("model_info", {}).get("features", "")
+        note = f"{PROJECT_NOTE}; {feats}" if feats else PROJECT_NOTE
+        rows.append(_row(model, "DES", proj["DES"], int(proj.get("n_DES", n)), note + "; mean over perturbations with real DE genes"))
+        rows.append(_row(model, "PDS", proj["PDS"], n, note + "; cosine, target gene kept"))
+        rows.append(_row(model, "MAE", proj["MAE"], n, note + "; top 2,000 genes by mean |real effect|"))
+        if base is not None:
+            rows.append(_row(model, "overall_score", overall_score(proj, base["project"]), n, note + "; baseline: this run's cell_mean"))
+        else:
+            rows.append(not_computed(STUDY, DATASET, model, SPLIT, "overall_score", "cell_mean baseline not run in this pipeline"))
+        rows.append(_row(model, "overall_score_published_baseline", overall_score(proj, pub_base), n,
+                         note + "; baseline: the published cell-mean DES/PDS/MAE, as the original hard-coded it"))
+        ce_note = f"{OFFICIAL_NOTE}; {feats}" if feats else OFFICIAL_NOTE
+        for m in CELL_EVAL_METRICS:
+            rows.append(_row(model, f"cell_eval_{m}", ce[m], n, ce_note))
+        if base is not None:
+            scored = score_agg_metrics(agg[model], agg[BASELINE])
+            avg = scored.filter(pl.col("metric") == "avg_score")["from_baseline"][0]
+            rows.append(_row(model, "cell_eval_overall_score", 100.0 * float(avg), n, ce_note + "; score_agg_metrics vs this run's cell_mean"))
+        else:
+            rows.append(not_computed(STUDY, DATASET, model, SPLIT, "cell_eval_overall_score", "cell_mean baseline not run in this pipeline"))
+    return rows
+
+
+def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None) -> list[MetricRow]:
+    """`not computed` for every published vcc number of a model this run did not evaluate."""
+    pub = read_published()
+    pub = pub[pub["study"] == STUDY]
+    done, chosen = set(evaluated), set(selected) if selected is not None else None
+    rows = []
+    for r in pub.itertuples(index=False):
+        if r.model in done:
+            continue
+        if r.model in PLANNED:
+            reason = PLANNED[r.model]
+        elif r.model in PREDICTORS and chosen is not None and r.model not in chosen:
+            reason = "model not selected (vcc_models)"
+        else:
+            reason = "model not evaluated in this run"
+        rows.append(not_computed(STUDY, r.dataset, r.model, r.split, r.metric, reason))
+    return rows
+
+
+def summarise(
+    evaluations: Iterable[str | Path],
+    outdir: str | Path,
+    *,
+    data_source: str = "provided",
+    selected_models: Iterable[str] | None = None,
+    inputs: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> StudyRun:
+    outdir = Path(outdir)
+    files = _find_evaluations(evaluations)
+    order = [m for m in PREDICTORS if m in files] + sorted(m for m in files if m not in PREDICTORS)
+    evals = {m: json.loads(files[m].read_text()) for m in order}
+    agg: dict[str, pl.DataFrame] = {}
+    per: dict[str, pd.DataFrame] = {}
+    for m, f in ((m, files[m]) for m in order):
+        agg_file = f.with_name(f"{m}_cell_eval_agg.csv")
+        per_file = f.with_name(f"{m}_per_perturbation.tsv")
+        for needed in (agg_file, per_file):
+            if not needed.is_file():
+                raise InputError(needed.parent, needed.name, f"the files `vcc.py evaluate` writes beside {f.name}", "missing")
+        agg[m] = pl.read_csv(agg_file)
+        per[m] = pd.read_csv(per_file, sep="\t")
+    rows = score_rows(evals, agg) + missing_model_rows(evals, selected_models)
+    df = metrics_frame(rows)
+    pub = read_published()
+    pub = pub[pub["study"] == STUDY]
+    outdir.mkdir(parents=True, exist_ok=True)
+    figures = [metrics_vs_published(df, pub, outdir / "vcc_metrics_vs_published.png", data_source=data_source)]
+    ranks = pd.DataFrame({m: per[m].set_index("perturbation")["PDS_rank"] for m in order})
+    figures.append(pds_rank_heatmap(ranks, outdir / "vcc_pds_rank_heatmap.png"))
+    run = finish_study(outdir, STUDY, rows, data_source=data_source, figures=figures, inputs=inputs, params=params)  # type: ignore[arg-type]
+    log.info("vcc summary: %d metric rows for %s", len(df), ", ".join(order))
+    return run

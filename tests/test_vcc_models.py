@@ -1,0 +1,101 @@
+"""Predictors: cell-eval's baseline, planted effects recovered, fallback features, determinism."""
+
+import json
+
+import anndata as ad
+import numpy as np
+import polars as pl
+import pytest
+
+from txrepro.errors import InputError
+from txrepro.fixtures.vcc import write_fixture
+from txrepro.studies.vcc.data import Prepared
+from txrepro.studies.vcc.features import pca_loading_features
+from txrepro.studies.vcc.models import PredictionContext, get_predictor, predict
+from txrepro.studies.vcc.params import DataParams, ModelParams
+from txrepro.studies.vcc.preprocess import prepare
+
+CONTROL = "non-targeting"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vcc_models")
+    paths = write_fixture(d / "fx", seed=0)
+    prepare(paths["input"], d / "prep", dp=DataParams(n_hvg=20), test_genes_file=paths["test_genes"])
+    return d, paths, Prepared(d / "prep"), json.loads(paths["truth"].read_text())
+
+
+def test_cell_mean_equals_cell_eval_build_base_mean_adata(world):
+    from cell_eval import build_base_mean_adata
+
+    d, _, prepared, _ = world
+    h5, _ = predict(d / "prep", "cell_mean", d / "pred")
+    ours = ad.read_h5ad(h5)
+    split = prepared.split
+    training = prepared.rows_of([*split["train"], *split["val"], CONTROL])
+    test = sorted(split["test"])
+    counts = pl.DataFrame({"target_gene": test, "n_cells": prepared.n_cells(test).tolist()})
+    theirs = build_base_mean_adata(training.copy(), counts_df=counts, pert_col="target_gene", control_pert=CONTROL)
+    for g in [*test, CONTROL]:
+        a = ours[ours.obs["target_gene"] == g].X.toarray()
+        b = np.asarray(theirs[theirs.obs["target_gene"] == g].X.todense() if hasattr(theirs.X, "todense") else theirs[theirs.obs["target_gene"] == g].X)
+        assert a.shape == b.shape, g
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=g)
+
+
+@pytest.mark.parametrize("use_esm2", [True, False], ids=["esm2", "fallback"])
+def test_ridge_recovers_the_planted_effects_of_unseen_perturbations(world, use_esm2):
+    d, paths, prepared, truth = world
+    ctx = PredictionContext(prepared, ModelParams(), paths["features"] if use_esm2 else None)
+    pred = get_predictor("ridge").predict(ctx)
+    assert pred.info["features"].startswith("features: " + ("ESM2" if use_esm2 else "fallback"))
+    genes = list(prepared.var_names)
+    real = prepared.deltas(pred.perturbations)
+    for i, t in enumerate(pred.perturbations):
+        effect = pred.effects[i]
+        for g in truth["up_genes"][t]:
+            assert effect[genes.index(g)] > 0.3, (t, g)
+        for g in truth["down_genes"][t]:
+            assert effect[genes.index(g)] < -0.3, (t, g)
+        # of the 16 block genes, the 4 most affected are the perturbation's own program block
+        block_genes = [b for bl in truth["blocks"].values() for b in bl]
+        top4 = sorted(block_genes, key=lambda g: -abs(effect[genes.index(g)]))[:4]
+        assert set(top4) == set(truth["de_genes"][t][1:]), (t, top4)
+        # closer to its own real effect than to any other test perturbation's
+        dist = np.abs(real - effect).sum(axis=1)
+        assert dist.argmin() == i, t
+        # the emitted cells carry that effect: sampled controls + effect, clipped at 0
+        cells = pred.make_block(i).toarray()
+        assert cells.shape == (40, len(genes)) and cells.min() >= 0
+        shift = cells.mean(axis=0) - prepared.mean_of([CONTROL])[0]
+        assert np.corrcoef(shift, effect)[0, 1] > 0.8, t
+
+
+def test_fallback_features_group_targets_by_program(world):
+    _, _, prepared, truth = world
+    targets = truth["targets"]
+    f = pca_loading_features(prepared, targets, n_pcs=32, pca_cells=5000, seed=42)
+    m = f.matrix / np.linalg.norm(f.matrix, axis=1, keepdims=True)
+    sim = m @ m.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = sim.argmax(axis=1)
+    same = sum(truth["program_of"][targets[j]] == truth["program_of"][t] for t, j in zip(targets, nearest, strict=True))
+    assert same == len(targets)
+
+
+def test_predictions_are_deterministic_and_seeded(world):
+    d, paths, _, _ = world
+    a, _ = predict(d / "prep", "random_forest", d / "p1", features=paths["features"])
+    b, _ = predict(d / "prep", "random_forest", d / "p2", features=paths["features"])
+    c, _ = predict(d / "prep", "random_forest", d / "p3", features=paths["features"], params=ModelParams(seed=1))
+    xa, xb, xc = (ad.read_h5ad(p).X for p in (a, b, c))
+    assert (xa != xb).nnz == 0
+    assert (xa != xc).nnz > 0
+
+
+def test_registry_refuses_unknown_and_planned_models():
+    with pytest.raises(InputError, match="cell_mean, ridge, random_forest"):
+        get_predictor("lasso")
+    with pytest.raises(InputError, match="issue 3"):
+        get_predictor("state")
