@@ -79,6 +79,7 @@ class StateParams:
     max_steps: int = 40_000
     more_steps_step: int = 10_700
     val_freq: int = 2_000
+    log_every: int = 50  # steps between logged training losses (Lightning's default)
     grad_clip: float = 10.0
     blur: float = 0.05  # geomloss energy distance
     bidirectional: bool = False  # the project's state_sm used causal attention (studies.md)
@@ -89,7 +90,7 @@ STATE_PRESETS: dict[str, StateParams] = {
     "state_sm": StateParams(),
     "tiny": StateParams(config="tiny", hidden_dim=32, n_layers=1, n_heads=2, head_dim=16, intermediate_size=64,
                         n_encoder_layers=2, n_decoder_layers=2, cell_set_len=8, lr=1e-3, max_steps=600, more_steps_step=160,
-                        val_freq=200),
+                        val_freq=200, log_every=10),
 }
 
 

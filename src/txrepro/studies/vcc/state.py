@@ -150,6 +150,7 @@ def hydra_overrides(sp: StateParams, *, toml: Path, control: str, features: Path
         "training.max_steps": max_steps,
         "training.val_freq": sp.val_freq,
         "training.ckpt_every_n_steps": sp.val_freq,
+        "+training.log_every_n_steps": sp.log_every,
         "training.gradient_clip_val": sp.grad_clip,
         "training.train_seed": seed,
         "training.wandb_track": False,
