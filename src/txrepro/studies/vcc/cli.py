@@ -10,9 +10,43 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from txrepro.studies.vcc.params import DataParams, ModelParams
+from txrepro.studies.vcc.params import SCGPT_PRESETS, STATE_PRESETS, DataParams, ModelParams, ScGPTParams, StateParams, preset
 
 D, M = DataParams(), ModelParams()
+
+
+def _overrides(pairs: list[str] | None, option: str) -> dict[str, str]:
+    """`--set key=value` pairs (fields of the preset) as a dict."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            from txrepro.errors import InputError
+
+            raise InputError(option, pair, "key=value", pair)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _state_params(args: argparse.Namespace) -> StateParams:
+    return preset(STATE_PRESETS, args.state_config, "vcc_state_config", _overrides(args.state_set, "--state-set"))
+
+
+def _scgpt_params(args: argparse.Namespace) -> ScGPTParams:
+    return preset(SCGPT_PRESETS, args.scgpt_config, "vcc_scgpt_config", _overrides(args.scgpt_set, "--scgpt-set"))
+
+
+def _add_state_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-config", default="state_sm", choices=sorted(STATE_PRESETS), help="STATE preset (state_sm: the project's)")
+    p.add_argument("--state-set", nargs="*", default=None, metavar="KEY=VALUE", help="override preset fields, e.g. max_steps=1000")
+
+
+def _add_scgpt_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scgpt-config", default="tutorial", choices=sorted(SCGPT_PRESETS), help="scGPT preset (tutorial: its perturbation tutorial's)")
+    p.add_argument("--scgpt-set", nargs="*", default=None, metavar="KEY=VALUE", help="override preset fields, e.g. epochs=5")
+    p.add_argument("--scgpt-checkpoint", default=None, help="pretrained scGPT folder (args.json, best_model.pt, vocab.json)")
+    p.add_argument("--scgpt-allow-random-init", action="store_true", help="without a checkpoint, start from random weights (rows labelled so)")
+    p.add_argument("--scgpt-verify-checksums", action="store_true", help="check the checkpoint files against assets/data_manifest.tsv")
 
 
 def _threads(args: argparse.Namespace) -> int:
@@ -42,8 +76,31 @@ def _predict(args: argparse.Namespace) -> int:
 
     mp = ModelParams(seed=args.seed, n_pcs=args.n_pcs, pca_cells=args.pca_cells, ridge_alphas=tuple(args.ridge_alphas),
                      rf_trees=args.rf_trees, rf_components=args.rf_components)
-    h5, js = predict(args.prepared, args.model, args.outdir, features=args.features, params=mp, threads=_threads(args))
+    h5, js = predict(args.prepared, args.model, args.outdir, features=args.features, params=mp, threads=_threads(args),
+                     trained=Path(args.trained) if args.trained else None, device=args.device, scgpt=_scgpt_params(args),
+                     scgpt_checkpoint=Path(args.scgpt_checkpoint) if args.scgpt_checkpoint else None,
+                     scgpt_allow_random_init=args.scgpt_allow_random_init, scgpt_verify_checksums=args.scgpt_verify_checksums)
     print(f"predictions\t{h5}\t{js}")
+    return 0
+
+
+def _state_train(args: argparse.Namespace) -> int:
+    from txrepro.studies.vcc.state import train_state
+
+    out = train_state(args.prepared, args.outdir, params=_state_params(args), features=args.features, seed=args.seed,
+                      batch_col=args.batch_col, device=args.device)
+    print(f"state_model\t{out}")
+    return 0
+
+
+def _scgpt_finetune(args: argparse.Namespace) -> int:
+    from txrepro.studies.vcc.scgpt_perturb import finetune_scgpt
+
+    out = finetune_scgpt(args.prepared, args.outdir, params=_scgpt_params(args),
+                         checkpoint=Path(args.scgpt_checkpoint) if args.scgpt_checkpoint else None,
+                         allow_random_init=args.scgpt_allow_random_init, verify_checksums=args.scgpt_verify_checksums,
+                         seed=args.seed, device=args.device)
+    print(f"scgpt_model\t{out}")
     return 0
 
 
@@ -61,7 +118,8 @@ def _summarise(args: argparse.Namespace) -> int:
 
     params = json.loads(Path(args.params_json).read_text()) if args.params_json else {}
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    run = summarise(args.evaluations, args.outdir, data_source=args.data_source, selected_models=models, params=params)
+    not_run = dict(kv.split("=", 1) for kv in args.not_run) if args.not_run else None
+    run = summarise(args.evaluations, args.outdir, data_source=args.data_source, selected_models=models, params=params, not_run=not_run)
     print(f"metrics\t{run.metrics}")
     return 0
 
@@ -92,7 +150,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
 
     p = steps.add_parser("predict", help="predict the held-out perturbations' cells with one model")
     p.add_argument("--prepared", required=True, help="output folder of `prepare`")
-    p.add_argument("--model", required=True, help="cell_mean, ridge or random_forest")
+    p.add_argument("--model", required=True, help="cell_mean, ridge, random_forest, state, state_more_steps, scgpt_zero_shot or scgpt_finetuned")
     p.add_argument("--outdir", required=True, help="folder for <model>_pred.h5ad and <model>_model.json")
     p.add_argument("--features", default=None, help="ESM2_pert_features.pt (dict gene -> tensor); default: PCA-loading fallback")
     p.add_argument("--seed", type=int, default=M.seed, help="seed of models and control-cell sampling")
@@ -101,8 +159,31 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--ridge-alphas", type=float, nargs="+", default=list(M.ridge_alphas), help="ridge penalties tried on the validation genes")
     p.add_argument("--rf-trees", type=int, default=M.rf_trees, help="random forest trees")
     p.add_argument("--rf-components", type=int, default=M.rf_components, help="random forest: PCs of the training effects it predicts")
+    p.add_argument("--trained", default=None, help="state / state_more_steps: a `state-train` folder; scgpt_finetuned: a `scgpt-finetune` folder")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _add_scgpt_options(p)
     add_common(p)
     p.set_defaults(func=_predict)
+
+    p = steps.add_parser("state-train", help="train arc-state's ST model (one run: the `state_more_steps` checkpoint, then `state`)")
+    p.add_argument("--prepared", required=True, help="output folder of `prepare`")
+    p.add_argument("--outdir", required=True, help="folder for state.ckpt, state_more_steps.ckpt, train_info.json")
+    p.add_argument("--features", default=None, help="ESM2_pert_features.pt (dict gene -> tensor); default: one-hot perturbations")
+    p.add_argument("--seed", type=int, default=M.seed, help="arc-state train_seed")
+    p.add_argument("--batch-col", default=D.batch_col, help="obs batch column passed to STATE as batch_var")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _add_state_options(p)
+    add_common(p)
+    p.set_defaults(func=_state_train)
+
+    p = steps.add_parser("scgpt-finetune", help="fine-tune scGPT's perturbation model on the training perturbations")
+    p.add_argument("--prepared", required=True, help="output folder of `prepare`")
+    p.add_argument("--outdir", required=True, help="folder for the fine-tuned checkpoint, genes.json, train_info.json")
+    p.add_argument("--seed", type=int, default=M.seed, help="seed of initialisation, pairing and batching")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _add_scgpt_options(p)
+    add_common(p)
+    p.set_defaults(func=_scgpt_finetune)
 
     p = steps.add_parser("evaluate", help="score one model's predictions with cell-eval (vcc profile) and the project evaluator")
     p.add_argument("--prepared", required=True, help="output folder of `prepare`")
@@ -119,5 +200,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--data-source", default="provided", choices=("fixture", "provided"), help="recorded in run_info.json and the report")
     p.add_argument("--models", default=None, help="comma list of the models this run selected (others are reported as not selected)")
     p.add_argument("--params-json", default=None, help="JSON of the run's vcc_* parameters for run_info.json")
+    p.add_argument("--not-run", nargs="*", default=None, metavar="MODEL=REASON",
+                   help="selected models that could not run, and why (default: scGPT rows without a checkpoint, from --params-json)")
     add_common(p)
     p.set_defaults(func=_summarise)

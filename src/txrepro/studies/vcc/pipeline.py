@@ -9,11 +9,11 @@ from typing import Any
 from txrepro.errors import InputError
 from txrepro.runtime import get_logger
 from txrepro.studies.base import Profile, StudyRun, missing_data_run
-from txrepro.studies.vcc.params import VccRunParams
+from txrepro.studies.vcc.params import SCGPT_MODELS, STATE_MODELS, VccRunParams
 
 log = get_logger(__name__)
 
-STEPS: tuple[str, ...] = ("prepare", "reference", "predict", "evaluate", "summarise")
+STEPS: tuple[str, ...] = ("prepare", "reference", "state-train", "scgpt-finetune", "predict", "evaluate", "summarise")
 
 
 def check_models(models: tuple[str, ...]) -> None:
@@ -26,14 +26,16 @@ def check_models(models: tuple[str, ...]) -> None:
 
 
 def reproduce(outdir: Path, *, profile: Profile = "test", params: Mapping[str, Any] | None = None) -> StudyRun:
-    """prepare -> reference -> predict/evaluate each model -> summarise, into `outdir`."""
+    """prepare -> reference -> train STATE / fine-tune scGPT -> predict/evaluate each model -> summarise."""
     from txrepro.studies.vcc.evaluate import evaluate, reference
     from txrepro.studies.vcc.models import predict
     from txrepro.studies.vcc.preprocess import prepare
+    from txrepro.studies.vcc.scgpt_perturb import finetune_scgpt, unavailable_reason
+    from txrepro.studies.vcc.state import train_state
     from txrepro.studies.vcc.summarise import summarise
 
     params = dict(params or {})
-    rp = VccRunParams.from_params(params)
+    rp = VccRunParams.from_params(params, profile)
     check_models(rp.models)
     outdir = Path(outdir)
     if rp.input is None:
@@ -49,11 +51,29 @@ def reproduce(outdir: Path, *, profile: Profile = "test", params: Mapping[str, A
     prepared = outdir / "prepared"
     prepare(input_path, prepared, dp=rp.data, test_genes_file=test_genes, input_checksum=rp.input_checksum)
     ref = reference(prepared, outdir / "reference", threads=rp.threads)
+    trained: dict[str, Path] = {}
+    not_run: dict[str, str] = {}
+    if set(rp.models) & set(STATE_MODELS):
+        state_dir = train_state(prepared, outdir / "state_model", params=rp.state, features=features, seed=rp.model.seed,
+                                batch_col=rp.data.batch_col, device=rp.device)
+        trained.update({m: state_dir for m in STATE_MODELS})
+    why = unavailable_reason(rp.scgpt_checkpoint, rp.scgpt_allow_random_init)
+    if why:
+        not_run.update({m: why for m in SCGPT_MODELS if m in rp.models})
+    elif "scgpt_finetuned" in rp.models:
+        trained["scgpt_finetuned"] = finetune_scgpt(prepared, outdir / "scgpt_model", params=rp.scgpt, checkpoint=rp.scgpt_checkpoint,
+                                                    allow_random_init=rp.scgpt_allow_random_init,
+                                                    verify_checksums=rp.scgpt_verify_checksums, seed=rp.model.seed, device=rp.device)
     evaluations = []
     for model in rp.models:
+        if model in not_run:
+            log.info("vcc model %s not run: %s", model, not_run[model])
+            continue
         log.info("vcc model %s", model)
-        pred_h5ad, _ = predict(prepared, model, outdir / "predictions", features=features, params=rp.model, threads=rp.threads)
+        pred_h5ad, _ = predict(prepared, model, outdir / "predictions", features=features, params=rp.model, threads=rp.threads,
+                               trained=trained.get(model), device=rp.device, scgpt=rp.scgpt, scgpt_checkpoint=rp.scgpt_checkpoint,
+                               scgpt_allow_random_init=rp.scgpt_allow_random_init, scgpt_verify_checksums=rp.scgpt_verify_checksums)
         evaluations.append(evaluate(prepared, ref, pred_h5ad, model, outdir / "evaluations", threads=rp.threads))
     inputs = {"input": str(input_path), "features": str(features or ""), "test_genes": str(test_genes or "bundled 30 published genes")}
     used = {k: v for k, v in params.items() if k.startswith("vcc_")}
-    return summarise(evaluations, outdir, data_source=source, selected_models=rp.models, inputs=inputs, params=used)
+    return summarise(evaluations, outdir, data_source=source, selected_models=rp.models, inputs=inputs, params=used, not_run=not_run)

@@ -87,8 +87,11 @@ def score_rows(evals: Mapping[str, dict[str, Any]], agg: Mapping[str, pl.DataFra
     return rows
 
 
-def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None) -> list[MetricRow]:
-    """`not computed` for every published vcc number of a model this run did not evaluate."""
+def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None, not_run: Mapping[str, str] | None = None) -> list[MetricRow]:
+    """`not computed` for every published vcc number of a model this run did not evaluate.
+
+    `not_run` gives the reason for models that were selected but could not run (scGPT without a
+    checkpoint)."""
     pub = read_published()
     pub = pub[pub["study"] == STUDY]
     done, chosen = set(evaluated), set(selected) if selected is not None else None
@@ -96,7 +99,9 @@ def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None)
     for r in pub.itertuples(index=False):
         if r.model in done:
             continue
-        if r.model in PLANNED:
+        if not_run and r.model in not_run:
+            reason = not_run[r.model]
+        elif r.model in PLANNED:
             reason = PLANNED[r.model]
         elif r.model in PREDICTORS and chosen is not None and r.model not in chosen:
             reason = "model not selected (vcc_models)"
@@ -104,6 +109,16 @@ def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None)
             reason = "model not evaluated in this run"
         rows.append(not_computed(STUDY, r.dataset, r.model, r.split, r.metric, reason))
     return rows
+
+
+def scgpt_not_run(params: Mapping[str, Any]) -> dict[str, str]:
+    """Why the scGPT rows were not run under these vcc_* params (empty when they could run)."""
+    from txrepro.studies.vcc.params import SCGPT_MODELS, VccRunParams
+    from txrepro.studies.vcc.scgpt_perturb import unavailable_reason
+
+    rp = VccRunParams.from_params(params)
+    why = unavailable_reason(rp.scgpt_checkpoint, rp.scgpt_allow_random_init)
+    return {m: why for m in SCGPT_MODELS} if why else {}
 
 
 def summarise(
@@ -114,8 +129,13 @@ def summarise(
     selected_models: Iterable[str] | None = None,
     inputs: Mapping[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
+    not_run: Mapping[str, str] | None = None,
 ) -> StudyRun:
+    """`not_run`: model -> why it was not run; by default derived from `params` (scGPT rows without
+    a checkpoint, as the Nextflow workflow skips them)."""
     outdir = Path(outdir)
+    if not_run is None:
+        not_run = scgpt_not_run(params or {})
     files = _find_evaluations(evaluations)
     order = [m for m in PREDICTORS if m in files] + sorted(m for m in files if m not in PREDICTORS)
     evals = {m: json.loads(files[m].read_text()) for m in order}
@@ -129,7 +149,7 @@ def summarise(
                 raise InputError(needed.parent, needed.name, f"the files `vcc.py evaluate` writes beside {f.name}", "missing")
         agg[m] = pl.read_csv(agg_file)
         per[m] = pd.read_csv(per_file, sep="\t")
-    rows = score_rows(evals, agg) + missing_model_rows(evals, selected_models)
+    rows = score_rows(evals, agg) + missing_model_rows(evals, selected_models, not_run)
     df = metrics_frame(rows)
     pub = read_published()
     pub = pub[pub["study"] == STUDY]
