@@ -94,8 +94,7 @@ def test_predictions_are_deterministic_and_seeded(world):
     assert (xa != xc).nnz > 0
 
 
-def test_registry_refuses_unknown_and_planned_models():
+def test_registry_refuses_unknown_models_and_knows_every_published_one():
     with pytest.raises(InputError, match="cell_mean, ridge, random_forest"):
         get_predictor("lasso")
-    with pytest.raises(InputError, match="issue 3"):
-        get_predictor("state")
+    assert get_predictor("state").name == "state" and get_predictor("scgpt_finetuned").name == "scgpt_finetuned"

@@ -99,7 +99,7 @@ def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None,
     for r in pub.itertuples(index=False):
         if r.model in done:
             continue
-        if not_run and r.model in not_run:
+        if not_run and r.model in not_run and (chosen is None or r.model in chosen):
             reason = not_run[r.model]
         elif r.model in PLANNED:
             reason = PLANNED[r.model]
