@@ -136,7 +136,10 @@ workflow {
                     file(params.vcc_test_genes, checkIfExists: true),
                 ])
                 : VCC_FIXTURE(channel.of([id: 'vcc'])).data
-            VCC(ch_vcc, params.vcc_models.toString().tokenize(',').collect { m -> m.trim() }, params.vcc_input ? 'provided' : 'fixture')
+            def vcc_scgpt_checkpoint = optionalFile(params.vcc_scgpt_checkpoint)
+            def vcc_scgpt_runnable = params.vcc_scgpt_checkpoint || asBoolean('vcc_scgpt_allow_random_init', params.vcc_scgpt_allow_random_init)
+            VCC(ch_vcc, params.vcc_models.toString().tokenize(',').collect { m -> m.trim() }, params.vcc_input ? 'provided' : 'fixture',
+                vcc_scgpt_checkpoint, vcc_scgpt_runnable)
             ch_metrics  = ch_metrics.mix(VCC.out.metrics)
             ch_run_info = ch_run_info.mix(VCC.out.run_info)
             ch_figures  = ch_figures.mix(VCC.out.figures.flatten())

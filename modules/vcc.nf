@@ -1,6 +1,7 @@
 /*
  * vcc: Virtual Cell Challenge 2025 student project (docs/studies/vcc.md).
- * prepare -> reference (DE of the real test cells, once) -> predict + evaluate per model -> summarise.
+ * prepare -> reference (DE of the real test cells, once) -> [STATE train, scGPT fine-tune] -> predict +
+ * evaluate per model -> summarise.
  * Every script is one call of bin/vcc.py; settings come from conf/modules/vcc.config (ext.args).
  */
 
@@ -93,9 +94,89 @@ process VCC_PREDICT {
 
     script:
     // Without an embeddings file `features` is an empty list: `--features ''` selects the fallback features.
-    // (STATE / scGPT, issue 3, get their own GPU processes.)
+    // (STATE and scGPT have their own GPU processes below.)
     """
     vcc.py predict --prepared ${prepared} --model ${model} --features '${features ?: ''}' --outdir predictions --threads ${task.cpus} ${task.ext.args ?: ''}
+    """
+
+    stub:
+    """
+    mkdir -p predictions
+    touch predictions/${model}_pred.h5ad predictions/${model}_model.json
+    """
+}
+
+process VCC_STATE_TRAIN {
+    tag "${meta.id}"
+    label 'process_high'
+    label 'process_gpu'
+    container 'ghcr.io/txrepro/txrepro-vcc:0.1.0'
+
+    input:
+    tuple val(meta), path(prepared), path(features)
+
+    output:
+    tuple val(meta), path('state_model'), emit: model
+    tuple val("${task.process}"), val('arc-state'), eval('python -c "from importlib.metadata import version; print(version(\'arc-state\'))"'), topic: versions, emit: versions_state
+    tuple val("${task.process}"), val('txrepro'), eval('python -c "import txrepro; print(txrepro.__version__)"'), topic: versions, emit: versions
+
+    script:
+    // One arc-state run gives both STATE rows: state_more_steps.ckpt on the way, state.ckpt at the end.
+    """
+    vcc.py state-train --prepared ${prepared} --features '${features ?: ''}' --outdir state_model --device auto --threads ${task.cpus} ${task.ext.args ?: ''}
+    """
+
+    stub:
+    """
+    mkdir -p state_model
+    touch state_model/state.ckpt state_model/state_more_steps.ckpt state_model/train_info.json state_model/pert_onehot_map.pt
+    """
+}
+
+process VCC_SCGPT_FINETUNE {
+    tag "${meta.id}"
+    label 'process_high'
+    label 'process_gpu'
+    container 'ghcr.io/txrepro/txrepro-vcc:0.1.0'
+
+    input:
+    tuple val(meta), path(prepared), path(checkpoint)
+
+    output:
+    tuple val(meta), path('scgpt_model'), emit: model
+    tuple val("${task.process}"), val('scgpt'), eval('python -c "from importlib.metadata import version; print(version(\'scgpt\'))"'), topic: versions, emit: versions_scgpt
+    tuple val("${task.process}"), val('txrepro'), eval('python -c "import txrepro; print(txrepro.__version__)"'), topic: versions, emit: versions
+
+    script:
+    // Without a checkpoint `checkpoint` is [] and ext.args carries --scgpt-allow-random-init when allowed.
+    """
+    vcc.py scgpt-finetune --prepared ${prepared} --scgpt-checkpoint '${checkpoint ?: ''}' --outdir scgpt_model --device auto --threads ${task.cpus} ${task.ext.args ?: ''}
+    """
+
+    stub:
+    """
+    mkdir -p scgpt_model/checkpoint
+    touch scgpt_model/train_info.json scgpt_model/genes.json scgpt_model/checkpoint/best_model.pt
+    """
+}
+
+process VCC_PREDICT_TRAINED {
+    tag "${meta.id}:${model}"
+    label 'process_medium'
+    label 'process_gpu'
+    container 'ghcr.io/txrepro/txrepro-vcc:0.1.0'
+
+    input:
+    tuple val(meta), path(prepared), val(model), path(trained), path(checkpoint)
+
+    output:
+    tuple val(meta), val(model), path("predictions/${model}_pred.h5ad"), path("predictions/${model}_model.json"), emit: predictions
+    tuple val("${task.process}"), val('txrepro'), eval('python -c "import txrepro; print(txrepro.__version__)"'), topic: versions, emit: versions
+
+    script:
+    // STATE and scGPT rows: `trained` is a state-train / scgpt-finetune folder ([] for zero-shot scGPT).
+    """
+    vcc.py predict --prepared ${prepared} --model ${model} --trained '${trained ?: ''}' --scgpt-checkpoint '${checkpoint ?: ''}' --outdir predictions --device auto --threads ${task.cpus} ${task.ext.args ?: ''}
     """
 
     stub:
@@ -161,27 +242,57 @@ process VCC_SUMMARISE {
 
 workflow VCC {
     take:
-    ch_data      // [meta, counts h5ad, ESM2 .pt or [], test genes file]
-    models       // list of model names
-    data_source  // 'fixture' or 'provided'
+    ch_data           // [meta, counts h5ad, ESM2 .pt or [], test genes file]
+    models            // list of model names
+    data_source       // 'fixture' or 'provided'
+    scgpt_checkpoint  // pretrained scGPT folder or []
+    scgpt_runnable    // true when a checkpoint is given or random initialisation is allowed
 
     main:
+    def state_models = models.findAll { m -> m in ['state', 'state_more_steps'] }
+    def scgpt_models = scgpt_runnable ? models.findAll { m -> m in ['scgpt_zero_shot', 'scgpt_finetuned'] } : []
+    def baseline_models = models.findAll { m -> !(m in ['state', 'state_more_steps', 'scgpt_zero_shot', 'scgpt_finetuned']) }
+
     VCC_PREPARE(ch_data.map { meta, counts, features, test_genes -> [meta, counts, test_genes] })
     VCC_REFERENCE(VCC_PREPARE.out.prepared)
+    ch_features = ch_data.map { meta, counts, features, test_genes -> [meta, features] }
 
     ch_predict = VCC_PREPARE.out.prepared
-        .join(ch_data.map { meta, counts, features, test_genes -> [meta, features] })
-        .combine(channel.fromList(models))
+        .join(ch_features)
+        .combine(channel.fromList(baseline_models))
         .map { meta, prepared, features, model -> [meta, prepared, model, features] }
     VCC_PREDICT(ch_predict)
 
+    // [meta, model, trained folder or []] for the models with their own training step
+    ch_trained = channel.empty()
+    if (state_models) {
+        VCC_STATE_TRAIN(VCC_PREPARE.out.prepared.join(ch_features))
+        ch_trained = ch_trained.mix(
+            VCC_STATE_TRAIN.out.model.combine(channel.fromList(state_models)).map { meta, dir, model -> [meta, model, dir] }
+        )
+    }
+    if ('scgpt_finetuned' in scgpt_models) {
+        VCC_SCGPT_FINETUNE(VCC_PREPARE.out.prepared.map { meta, prepared -> [meta, prepared, scgpt_checkpoint] })
+        ch_trained = ch_trained.mix(VCC_SCGPT_FINETUNE.out.model.map { meta, dir -> [meta, 'scgpt_finetuned', dir] })
+    }
+    if ('scgpt_zero_shot' in scgpt_models) {
+        ch_trained = ch_trained.mix(VCC_PREPARE.out.prepared.map { meta, prepared -> [meta, 'scgpt_zero_shot', []] })
+    }
+    VCC_PREDICT_TRAINED(
+        VCC_PREPARE.out.prepared
+            .combine(ch_trained, by: 0)
+            .map { meta, prepared, model, trained -> [meta, prepared, model, trained, scgpt_checkpoint] }
+    )
+
     ch_evaluate = VCC_PREDICT.out.predictions
+        .mix(VCC_PREDICT_TRAINED.out.predictions)
         .combine(VCC_PREPARE.out.prepared.join(VCC_REFERENCE.out.reference), by: 0)
     VCC_EVALUATE(ch_evaluate)
 
     ch_evaluations = VCC_EVALUATE.out.evaluation
         .groupTuple()
         .map { meta, files -> [meta, files.flatten()] }
+    // scGPT rows that cannot run are reported by summarise as `not computed` with the reason
     VCC_SUMMARISE(ch_evaluations, models.join(','), data_source)
 
     emit:
