@@ -38,3 +38,19 @@ def test_bad_params_file_one_line(tmp_path):
     p.write_text("- just\n- a list\n")
     res = run_cli(["reproduce", "all", "--outdir", str(tmp_path / "o"), "--params-file", str(p)])
     assert_one_line_error(res, "p.yml", "mapping")
+
+
+def test_long_options_accept_either_spelling():
+    """Step options are spelled `--a-b` in some studies and `--a_b` in others; both must work,
+    and an unknown option must still fail (no abbreviations, no guessing)."""
+    from txrepro.cli import build_study_parser
+
+    vcc = build_study_parser("vcc")
+    hyphen = vcc.parse_args(["prepare", "--input", "x.h5ad", "--outdir", "o", "--pert-col", "gene"])
+    underscore = vcc.parse_args(["prepare", "--input", "x.h5ad", "--outdir", "o", "--pert_col=gene"])
+    assert hyphen.pert_col == underscore.pert_col == "gene"
+    age = build_study_parser("age_clock").parse_args(
+        ["prepare", "--input", "a.h5ad", "--checkpoint", "c", "--out", "o", "--age-column", "years"])
+    assert age.age_column == "years"
+    with pytest.raises(SystemExit):
+        vcc.parse_args(["prepare", "--input", "x.h5ad", "--outdir", "o", "--pert"])

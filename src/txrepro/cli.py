@@ -26,6 +26,22 @@ class StrictParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        """`--a_b` and `--a-b` both work: studies spell their long options either way."""
+        args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args([self._known_spelling(a) for a in args], namespace)
+
+    def _known_spelling(self, arg: str) -> str:
+        if not arg.startswith("--") or arg == "--":
+            return arg
+        name, eq, value = arg.partition("=")
+        if name in self._option_string_actions:
+            return arg
+        for other in (name[:2] + name[2:].replace("_", "-"), name[:2] + name[2:].replace("-", "_")):
+            if other in self._option_string_actions:
+                return other + eq + value
+        return arg
+
 
 def _subcommands(parser: argparse.ArgumentParser, dest: str, metavar: str) -> argparse._SubParsersAction:
     return parser.add_subparsers(dest=dest, required=True, metavar=metavar, parser_class=StrictParser)
