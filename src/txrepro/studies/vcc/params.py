@@ -108,7 +108,7 @@ class ScGPTParams:
     batch_size: int = 64
     lr: float = 1e-4
     lr_gamma: float = 0.9  # StepLR every epoch
-    early_stop: int = 5  # epochs without a better validation loss
+    early_stop: int = 10  # epochs without a better validation loss (the tutorial's early_stop = 10)
     max_seq_len: int = 1536
     dropout: float = 0.2
     gene_set: str = "hvg"  # 'hvg': the prepared HVGs plus every perturbed gene (as GEARS data); 'all'
