@@ -143,3 +143,15 @@ def test_scgpt_rows_without_checkpoint_are_not_computed_with_the_reason():
     assert VccRunParams.from_params({"vcc_state_max_steps": "50"}, "test").state.max_steps == 50
     with pytest.raises(InputError, match="vcc_state_config"):
         VccRunParams.from_params({"vcc_state_config": "huge"})
+
+
+def test_scgpt_checksums_are_recorded_for_vcc_and_checked_by_default():
+    """Real runs check the whole-human checkpoint (the same files age_clock uses); the test profile does not."""
+    from txrepro.models.scgpt_checkpoint import CHECKPOINT_FILES, manifest_checksums
+    from txrepro.studies.vcc.params import VccRunParams
+
+    vcc = manifest_checksums("vcc")
+    assert set(vcc) == set(CHECKPOINT_FILES) and vcc == manifest_checksums("age_clock")
+    assert VccRunParams.from_params({}, profile="full").scgpt_verify_checksums
+    assert not VccRunParams.from_params({}, profile="test").scgpt_verify_checksums
+    assert not VccRunParams.from_params({"vcc_scgpt_verify_checksums": "false"}, profile="full").scgpt_verify_checksums

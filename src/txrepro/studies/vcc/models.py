@@ -61,7 +61,7 @@ class PredictionContext:
     scgpt: ScGPTParams = field(default_factory=ScGPTParams)
     scgpt_checkpoint: Path | None = None  # pretrained scGPT folder (zero-shot)
     scgpt_allow_random_init: bool = False
-    scgpt_verify_checksums: bool = True
+    scgpt_verify_checksums: bool = False
 
     @property
     def train(self) -> list[str]:

@@ -199,7 +199,8 @@ class VccRunParams:
             scgpt_checkpoint=Path(get("scgpt_checkpoint")) if get("scgpt_checkpoint") else None,
             scgpt_allow_random_init=_coerce("vcc_scgpt_allow_random_init", profile == "test" if get("scgpt_allow_random_init") is None
                                             else get("scgpt_allow_random_init"), bool),
-            scgpt_verify_checksums=_coerce("vcc_scgpt_verify_checksums", get("scgpt_verify_checksums") or False, bool),
+            scgpt_verify_checksums=_coerce("vcc_scgpt_verify_checksums", profile != "test" if get("scgpt_verify_checksums") is None
+                                           else get("scgpt_verify_checksums"), bool),
             device=str(params.get("device") or "auto"),
         )
 
