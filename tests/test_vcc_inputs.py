@@ -124,8 +124,15 @@ def test_features_file_that_is_not_a_dict_or_is_ragged(tmp_path):
 
 def test_unknown_model(base, tmp_path):
     d, _ = base
+    res = run_cli(["vcc.py", "predict", "--prepared", str(d / "prep"), "--model", "gears", "--outdir", str(tmp_path / "p")])
+    assert_one_line_error(res, "model", "cell_mean, ridge, random_forest, state", "'gears'")
+
+
+def test_trained_model_without_its_training_folder(base, tmp_path):
+    d, _ = base
     res = run_cli(["vcc.py", "predict", "--prepared", str(d / "prep"), "--model", "state", "--outdir", str(tmp_path / "p")])
-    assert_one_line_error(res, "model", "cell_mean, ridge, random_forest", "issue 3")
+    assert_one_line_error(res, "--trained", "state-train", "not given")
+    assert not (tmp_path / "p" / "state_pred.h5ad").exists()
 
 
 def test_predictions_missing_a_test_perturbation(base, tmp_path):
