@@ -113,7 +113,7 @@ def main() -> None:
                 r = run(kind, d / "prep", d / f"{kind}_out", n)
                 rows.append({"size": size, "model": kind, **{k: round(v, 2) for k, v in r.items()}})
                 print(json.dumps(rows[-1]), flush=True)
-    print(pd.DataFrame(rows).to_markdown(index=False))
+    print(pd.DataFrame(rows).to_string(index=False))
 
 
 if __name__ == "__main__":
