@@ -100,13 +100,36 @@ def write_synthetic(path: Path, n_cells: int, pool: sp.csr_matrix, mu: np.ndarra
             "file_gb": path.stat().st_size / 1e9}
 
 
-def measure(cmd: list[str], log: Path) -> dict:
-    """Run one step in its own process; wall and CPU seconds and peak RSS from os.wait4."""
+def _rss_gb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[1]) / 1024**2 for line in fh if line.startswith("VmRSS:")), 0.0)
+    except OSError:
+        return 0.0
+
+
+def measure(cmd: list[str], log: Path, rss_limit_gb: float) -> dict:
+    """Run one step in its own process; wall and CPU seconds and peak RSS from os.wait4.
+
+    The machine is shared: a step whose RSS passes `rss_limit_gb` is killed (and the run stops)
+    before the kernel's OOM killer picks a victim.
+    """
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO / "src"), "TXREPRO_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
-        _, status, usage = os.wait4(proc.pid, 0)
+        killed = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss = _rss_gb(proc.pid)
+            if rss > rss_limit_gb and not killed:
+                killed = rss
+                proc.kill()
+            time.sleep(0.5)
     wall = time.perf_counter() - t0
+    if killed:
+        raise SystemExit(f"{' '.join(cmd[:4])} stopped at {killed:.1f} GB RSS (limit {rss_limit_gb} GB); see {log}")
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} failed ({rc}); see {log}")
@@ -148,6 +171,7 @@ def main() -> None:
     ap.add_argument("--reference-max", type=int, default=66_000, help="largest size at which the in-memory references run")
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "vcc_scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--rss-limit-gb", type=float, default=20.0, help="kill a step whose resident memory passes this (shared machine)")
     args = ap.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -174,9 +198,10 @@ def main() -> None:
                                    "--predictions", str(d / "pred" / "cell_mean_pred.h5ad"), "--model", "cell_mean", "--outdir", str(d / "eval"), "--threads", "1"],
         }
         # a rerun without the references keeps the reference rows measured before
-        row = {k: v for k, v in results.get(str(n), {}).items() if k.startswith("ref_")} | {"data": data}
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        row = {k: v for k, v in results.get(str(n), {}).items() if k.startswith("ref_")} | {"commit": commit, "data": data}
         for name, cmd in steps.items():
-            row[name] = measure(cmd, d / f"{name}.log")
+            row[name] = measure(cmd, d / f"{name}.log", args.rss_limit_gb)
             print(f"  {name}: {row[name]}", flush=True)
         if n <= args.reference_max:
             refs = {
@@ -187,7 +212,7 @@ def main() -> None:
                                            str(d / "ref_baseline.h5ad"), str(d / "ref_ce")],
             }
             for name, cmd in refs.items():
-                row[name] = measure(cmd, d / f"{name}.log")
+                row[name] = measure(cmd, d / f"{name}.log", args.rss_limit_gb)
                 print(f"  {name}: {row[name]}", flush=True)
         row["eval"] = json.loads((d / "eval" / "cell_mean_eval.json").read_text())["cell_eval"]
         results[str(n)] = row
