@@ -207,7 +207,3 @@ class Prepared:
     def control_rows(self) -> ad.AnnData:
         """The control cells (read once: the models sample them and the prediction file keeps them)."""
         return self._control_rows
-
-    def test_rows(self) -> ad.AnnData:
-        """The real cells the models are scored against: test perturbations plus every control."""
-        return self.rows_of([*self.split["test"], self.control])
