@@ -163,6 +163,32 @@ print(ev.compute(profile="vcc", write_csv=False)[1])
 """
 
 
+STEPS = ("prepare", "reference", "predict_cell_mean", "evaluate_cell_mean")
+REF_STEPS = ("ref_state_preprocess_train", "ref_cell_eval_baseline", "ref_cell_eval_evaluate")
+
+
+def markdown(results: dict) -> str:
+    """The tables of benchmarks/README.md from results.json (so no number is typed by hand)."""
+    sizes = sorted(results, key=int)
+    out = ["| step | cells | seconds | CPU seconds | peak RSS (GB) | s per 1k cells |", "|---|---:|---:|---:|---:|---:|"]
+    for step in (*STEPS, *REF_STEPS):
+        for n in sizes:
+            r = results[n].get(step)
+            if r:
+                out.append(f"| {step} | {int(n):,} | {r['seconds']:.0f} | {r['cpu_seconds']:.0f} | {r['peak_rss_gb']:.2f} | {r['seconds'] / int(n) * 1000:.2f} |")
+    out += ["", "| cells | nnz | density | input GB | total seconds (our 4 steps) | max peak RSS (GB) | commit | cell-eval overlap_at_N / pds_l1 / mae |",
+            "|---:|---:|---:|---:|---:|---:|---|---|"]
+    for n in sizes:
+        r = results[n]
+        d = r["data"]
+        total = sum(r[s]["seconds"] for s in STEPS if s in r)
+        peak = max(r[s]["peak_rss_gb"] for s in STEPS if s in r)
+        ev = r.get("eval", {})
+        out.append(f"| {int(n):,} | {d['nnz']:,} | {d['density']:.3f} | {d['file_gb']:.1f} | {total:.0f} | {peak:.2f} | {r.get('commit', '')} | "
+                   f"{ev.get('overlap_at_N', float('nan')):.4f} / {ev.get('discrimination_score_l1', float('nan')):.4f} / {ev.get('mae', float('nan')):.4f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[22_000, 66_000, 221_273])
@@ -172,7 +198,11 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "vcc_scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--rss-limit-gb", type=float, default=20.0, help="kill a step whose resident memory passes this (shared machine)")
+    ap.add_argument("--markdown", action="store_true", help="print the README tables from results.json and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads((args.workdir / "results.json").read_text())))
+        return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     py, vcc = sys.executable, str(REPO / "bin" / "vcc.py")
