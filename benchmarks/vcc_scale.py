@@ -100,13 +100,36 @@ def write_synthetic(path: Path, n_cells: int, pool: sp.csr_matrix, mu: np.ndarra
             "file_gb": path.stat().st_size / 1e9}
 
 
-def measure(cmd: list[str], log: Path) -> dict:
-    """Run one step in its own process; wall and CPU seconds and peak RSS from os.wait4."""
+def _rss_gb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[1]) / 1024**2 for line in fh if line.startswith("VmRSS:")), 0.0)
+    except OSError:
+        return 0.0
+
+
+def measure(cmd: list[str], log: Path, rss_limit_gb: float) -> dict:
+    """Run one step in its own process; wall and CPU seconds and peak RSS from os.wait4.
+
+    The machine is shared: a step whose RSS passes `rss_limit_gb` is killed (and the run stops)
+    before the kernel's OOM killer picks a victim.
+    """
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO / "src"), "TXREPRO_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
-        _, status, usage = os.wait4(proc.pid, 0)
+        killed = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss = _rss_gb(proc.pid)
+            if rss > rss_limit_gb and not killed:
+                killed = rss
+                proc.kill()
+            time.sleep(0.5)
     wall = time.perf_counter() - t0
+    if killed:
+        raise SystemExit(f"{' '.join(cmd[:4])} stopped at {killed:.1f} GB RSS (limit {rss_limit_gb} GB); see {log}")
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} failed ({rc}); see {log}")
@@ -140,6 +163,32 @@ print(ev.compute(profile="vcc", write_csv=False)[1])
 """
 
 
+STEPS = ("prepare", "reference", "predict_cell_mean", "evaluate_cell_mean")
+REF_STEPS = ("ref_state_preprocess_train", "ref_cell_eval_baseline", "ref_cell_eval_evaluate")
+
+
+def markdown(results: dict) -> str:
+    """The tables of benchmarks/README.md from results.json (so no number is typed by hand)."""
+    sizes = sorted(results, key=int)
+    out = ["| step | cells | seconds | CPU seconds | peak RSS (GB) | s per 1k cells |", "|---|---:|---:|---:|---:|---:|"]
+    for step in (*STEPS, *REF_STEPS):
+        for n in sizes:
+            r = results[n].get(step)
+            if r:
+                out.append(f"| {step} | {int(n):,} | {r['seconds']:.0f} | {r['cpu_seconds']:.0f} | {r['peak_rss_gb']:.2f} | {r['seconds'] / int(n) * 1000:.2f} |")
+    out += ["", "| cells | nnz | density | input GB | total seconds (our 4 steps) | max peak RSS (GB) | commit | cell-eval overlap_at_N / pds_l1 / mae |",
+            "|---:|---:|---:|---:|---:|---:|---|---|"]
+    for n in sizes:
+        r = results[n]
+        d = r["data"]
+        total = sum(r[s]["seconds"] for s in STEPS if s in r)
+        peak = max(r[s]["peak_rss_gb"] for s in STEPS if s in r)
+        ev = r.get("eval", {})
+        out.append(f"| {int(n):,} | {d['nnz']:,} | {d['density']:.3f} | {d['file_gb']:.1f} | {total:.0f} | {peak:.2f} | {r.get('commit', '')} | "
+                   f"{ev.get('overlap_at_N', float('nan')):.4f} / {ev.get('discrimination_score_l1', float('nan')):.4f} / {ev.get('mae', float('nan')):.4f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[22_000, 66_000, 221_273])
@@ -148,7 +197,12 @@ def main() -> None:
     ap.add_argument("--reference-max", type=int, default=66_000, help="largest size at which the in-memory references run")
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "vcc_scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--rss-limit-gb", type=float, default=20.0, help="kill a step whose resident memory passes this (shared machine)")
+    ap.add_argument("--markdown", action="store_true", help="print the README tables from results.json and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads((args.workdir / "results.json").read_text())))
+        return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     py, vcc = sys.executable, str(REPO / "bin" / "vcc.py")
@@ -174,9 +228,10 @@ def main() -> None:
                                    "--predictions", str(d / "pred" / "cell_mean_pred.h5ad"), "--model", "cell_mean", "--outdir", str(d / "eval"), "--threads", "1"],
         }
         # a rerun without the references keeps the reference rows measured before
-        row = {k: v for k, v in results.get(str(n), {}).items() if k.startswith("ref_")} | {"data": data}
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        row = {k: v for k, v in results.get(str(n), {}).items() if k.startswith("ref_")} | {"commit": commit, "data": data}
         for name, cmd in steps.items():
-            row[name] = measure(cmd, d / f"{name}.log")
+            row[name] = measure(cmd, d / f"{name}.log", args.rss_limit_gb)
             print(f"  {name}: {row[name]}", flush=True)
         if n <= args.reference_max:
             refs = {
@@ -187,7 +242,7 @@ def main() -> None:
                                            str(d / "ref_baseline.h5ad"), str(d / "ref_ce")],
             }
             for name, cmd in refs.items():
-                row[name] = measure(cmd, d / f"{name}.log")
+                row[name] = measure(cmd, d / f"{name}.log", args.rss_limit_gb)
                 print(f"  {name}: {row[name]}", flush=True)
         row["eval"] = json.loads((d / "eval" / "cell_mean_eval.json").read_text())["cell_eval"]
         results[str(n)] = row

@@ -157,6 +157,14 @@ class Prepared:
         """Pseudobulk effect mean(perturbation) - mean(control), normalised-log space, all genes."""
         return self.mean_of(groups) - self.mean_of([self.control])
 
+    @cached_property
+    def cell_labels(self) -> np.ndarray:
+        """Each prepared cell's perturbation label, in file order (no matrix read)."""
+        import anndata.io as adio
+
+        with h5py.File(self.h5ad, "r") as f:
+            return adio.read_elem(f["obs"])[self.pert_col].astype(str).to_numpy()
+
     def rows_of(self, groups: list[str], block: int = 10_000) -> ad.AnnData:
         """The prepared cells of the given groups, in memory (CSR), in file order.
 
@@ -199,7 +207,3 @@ class Prepared:
     def control_rows(self) -> ad.AnnData:
         """The control cells (read once: the models sample them and the prediction file keeps them)."""
         return self._control_rows
-
-    def test_rows(self) -> ad.AnnData:
-        """The real cells the models are scored against: test perturbations plus every control."""
-        return self.rows_of([*self.split["test"], self.control])

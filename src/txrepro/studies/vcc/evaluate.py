@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_path, write_json
 from txrepro.runtime import get_logger
 from txrepro.studies.vcc.data import Prepared
-from txrepro.studies.vcc.de import RankSumDE, rank_sum_de
+from txrepro.studies.vcc.de import RankSumDE, rank_sum_de, rank_sum_de_rows
+from txrepro.studies.vcc.h5ad_stream import CsrH5adWriter, CsrRows, iter_row_blocks
 
 log = get_logger(__name__)
 
@@ -85,7 +87,11 @@ class DatasetStats:
 
 
 def pdex_table(adata: ad.AnnData, pert_col: str, control: str, threads: int) -> pl.DataFrame:
-    """The DE cell-eval runs for normalised-log input (its _build_pdex_kwargs, cell-eval 0.8.x)."""
+    """The DE cell-eval runs for normalised-log input (its _build_pdex_kwargs, cell-eval 0.8.x).
+
+    `adata` may be backed: pdex reads the control rows once and then one group at a time
+    (`adata.X[rows]`), and leaves out cells whose `pert_col` is missing.
+    """
     from pdex import pdex
 
     return pdex(adata=adata, mode="ref", groupby=pert_col, reference=control, threads=threads, is_log1p=True, epsilon=0.0)
@@ -97,20 +103,26 @@ def group_means(x: sp.csr_matrix, labels: np.ndarray, groups: list[str], block: 
     Predicted cells are nearly dense (37k x 18k values at full size), so a float64 copy of a
     large block, or of a whole group, would cost gigabytes; a 1,000-row block costs ~0.2 GB.
     """
+    return _group_means((x[start : start + block] for start in range(0, x.shape[0], block)), labels, groups, x.shape[1])
+
+
+def _group_means(blocks: Iterable[sp.csr_matrix], labels: np.ndarray, groups: list[str], n_genes: int) -> np.ndarray:
+    """group_means over consecutive row blocks (in memory or read from a file, same sums)."""
     code = {g: i for i, g in enumerate(groups)}
     codes = np.array([code.get(v, -1) for v in labels])
-    n_genes = x.shape[1]
     sums = np.zeros(len(groups) * n_genes)
-    for start in range(0, x.shape[0], block):
-        part = x[start : start + block]
-        rows = np.repeat(codes[start : start + block], np.diff(part.indptr))
+    start = 0
+    for part in blocks:
+        rows = np.repeat(codes[start : start + part.shape[0]], np.diff(part.indptr))
         keep = rows >= 0
         sums += np.bincount(rows[keep] * n_genes + part.indices[keep], weights=part.data[keep], minlength=sums.size)
+        start += part.shape[0]
     counts = np.bincount(codes[codes >= 0], minlength=len(groups))
     return sums.reshape(len(groups), n_genes) / np.maximum(counts, 1)[:, None]
 
 
 def dataset_stats(adata: ad.AnnData, pert_col: str, control: str, threads: int = 1) -> DatasetStats:
+    """DatasetStats of cells in memory (small data and tests; the steps use `dataset_stats_h5ad`)."""
     x = sp.csr_matrix(adata.X)
     labels = adata.obs[pert_col].astype(str).to_numpy()
     groups = sorted(set(labels) - {control})
@@ -119,6 +131,33 @@ def dataset_stats(adata: ad.AnnData, pert_col: str, control: str, threads: int =
     obs = pd.DataFrame({pert_col: pd.Categorical(labels)}, index=adata.obs_names.copy())
     view = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=adata.var_names.copy()))
     return DatasetStats(groups, control, n_cells, rows, rank_sum_de(x, labels, control), pdex_table(view, pert_col, control, threads))
+
+
+def dataset_stats_h5ad(path: str | Path, labels: np.ndarray, pert_col: str, control: str, threads: int = 1, block: int = 1_000) -> DatasetStats:
+    """`dataset_stats` of the rows of an h5ad (X stored as CSR) whose label is not '', read from disk.
+
+    Gives the same numbers as `dataset_stats` on those rows loaded into memory (tested): the
+    group means are summed over the same 1,000-row blocks, the rank-sum DE and pdex see the same
+    rows in the same order. Memory: the control cells twice (CSR + sorted CSC for the rank-sum
+    test, then pdex's copy + column index) plus one group, instead of the whole matrix plus those.
+    """
+    labels = np.asarray(labels).astype(str)
+    sel = np.flatnonzero(labels != "")
+    sel_labels = labels[sel]
+    groups = sorted(set(sel_labels) - {control})
+    n_cells = {g: int((sel_labels == g).sum()) for g in [*groups, control]}
+    with CsrRows(path) as reader:
+        means = _group_means((reader.rows(sel[i : i + block]) for i in range(0, sel.size, block)), sel_labels, [*groups, control], reader.shape[1])
+        rank_sum = rank_sum_de_rows(lambda idx: reader.rows(sel[idx]), reader.shape[1], sel_labels, control)
+    backed = ad.read_h5ad(path, backed="r")
+    try:
+        # pdex groups by this column; '' (rows outside the selection) becomes missing: left out
+        backed.obs = pd.DataFrame({pert_col: pd.Categorical(np.where(labels == "", None, labels), categories=sorted({*groups, control}))},
+                                  index=backed.obs_names.copy())
+        de = pdex_table(backed, pert_col, control, threads)
+    finally:
+        backed.file.close()
+    return DatasetStats(groups, control, n_cells, means, rank_sum, de)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,9 +245,10 @@ def cell_eval_metrics(real: DatasetStats, pred: DatasetStats, *, pert_col: str, 
 def reference(prepared_dir: str | Path, outdir: str | Path, *, threads: int = 1) -> Path:
     """DE and pseudobulk of the real test cells (+ controls), shared by every model's evaluation."""
     prepared = Prepared(prepared_dir)
-    real = prepared.test_rows()
-    log.info("reference: %d real cells (%d test perturbations + controls)", real.n_obs, len(prepared.split["test"]))
-    stats = dataset_stats(real, prepared.pert_col, prepared.control, threads)
+    labels = prepared.cell_labels
+    labels = np.where(np.isin(labels, [*prepared.split["test"], prepared.control]), labels, "")
+    log.info("reference: %d real cells (%d test perturbations + controls)", int((labels != "").sum()), len(prepared.split["test"]))
+    stats = dataset_stats_h5ad(prepared.h5ad, labels, prepared.pert_col, prepared.control, threads)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     stats.save(outdir, REFERENCE_PREFIX)
@@ -216,42 +256,73 @@ def reference(prepared_dir: str | Path, outdir: str | Path, *, threads: int = 1)
     return outdir
 
 
-def read_predictions(path: str | Path, prepared: Prepared) -> ad.AnnData:
-    """Load a prediction h5ad and check it covers exactly the test perturbations, controls, genes."""
+def open_predictions(path: str | Path, prepared: Prepared, workdir: Path) -> tuple[Path, np.ndarray]:
+    """Check a prediction h5ad without loading its matrix; return a CSR h5ad of it and its labels.
+
+    Checks: it covers exactly the test perturbations, the controls and the prepared genes, and
+    every value is finite (read a slice at a time). A file whose X is not stored as CSR (dense,
+    CSC) is rewritten as CSR, in its own dtype, into `workdir`, so every later pass reads rows.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "predictions", "an existing .h5ad of predicted cells", "nothing at this path")
     try:
-        adata = ad.read_h5ad(p)
+        adata = ad.read_h5ad(p, backed="r")
     except Exception as exc:  # h5py/anndata raise many types for a corrupt file
         raise InputError(p, "predictions", "a readable AnnData .h5ad", type(exc).__name__) from None
-    col = prepared.pert_col
-    if col not in adata.obs.columns:
-        raise InputError(p, f"obs['{col}']", f"an obs column '{col}' naming each cell's perturbation", f"obs columns {list(adata.obs.columns)}")
-    labels = set(adata.obs[col].astype(str))
-    if prepared.control not in labels:
-        raise InputError(p, f"obs['{col}']", f"control cells labelled '{prepared.control}'", "none")
-    want = set(prepared.split["test"])
-    missing, extra = sorted(want - labels), sorted(labels - want - {prepared.control})
-    if missing or extra:
-        raise InputError(p, f"obs['{col}']", "cells for exactly the test perturbations",
-                         f"missing {missing[:5]}" if missing else f"unexpected {extra[:5]}")
-    if not adata.var_names.equals(prepared.var_names):
-        raise InputError(p, "var_names", f"the {prepared.var_names.size} prepared genes in the same order", f"{adata.n_vars} genes")
-    values = (adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)).ravel()
-    step = 1 << 24  # checked in pieces: a mask of the whole 37k x 18k prediction would be ~0.7 GB
-    if not all(np.isfinite(values[i : i + step]).all() for i in range(0, values.size, step)):
-        raise InputError(p, "X", "finite predicted expression", "NaN or inf")
-    return adata
+    try:
+        col = prepared.pert_col
+        if col not in adata.obs.columns:
+            raise InputError(p, f"obs['{col}']", f"an obs column '{col}' naming each cell's perturbation", f"obs columns {list(adata.obs.columns)}")
+        labels = adata.obs[col].astype(str).to_numpy()
+        present = set(labels)
+        if prepared.control not in present:
+            raise InputError(p, f"obs['{col}']", f"control cells labelled '{prepared.control}'", "none")
+        want = set(prepared.split["test"])
+        missing, extra = sorted(want - present), sorted(present - want - {prepared.control})
+        if missing or extra:
+            raise InputError(p, f"obs['{col}']", "cells for exactly the test perturbations",
+                             f"missing {missing[:5]}" if missing else f"unexpected {extra[:5]}")
+        if not adata.var_names.equals(prepared.var_names):
+            raise InputError(p, "var_names", f"the {prepared.var_names.size} prepared genes in the same order", f"{adata.n_vars} genes")
+        not_finite = InputError(p, "X", "finite predicted expression", "NaN or inf")
+        try:
+            reader = CsrRows(p)
+        except ValueError:
+            reader = None  # X is not CSR on disk: rewritten below
+        if reader is not None:
+            with reader:
+                if not all(np.isfinite(v).all() for v in reader.iter_data()):
+                    raise not_finite
+            return p, labels
+        out = workdir / "predictions_csr.h5ad"
+        log.info("%s: X is not stored as CSR; writing a CSR copy to %s", p, out)
+        with CsrH5adWriter(out, adata.n_obs, adata.n_vars, dtype=adata.X.dtype) as w:
+            for _, _, block in iter_row_blocks(adata.X, adata.n_obs, 5_000):
+                if not np.isfinite(block.data).all():
+                    raise not_finite
+                w.append(block)
+            w.finish(pd.DataFrame(index=adata.obs_names.copy()), pd.DataFrame(index=adata.var_names.copy()))
+        return out, labels
+    finally:
+        adata.file.close()
 
 
 def evaluate(prepared_dir: str | Path, reference_dir: str | Path, predictions: str | Path, model: str, outdir: str | Path, *, threads: int = 1) -> Path:
-    """Both evaluators for one model; writes per-perturbation and aggregate results."""
+    """Both evaluators for one model; writes per-perturbation and aggregate results.
+
+    The predicted cells are read from disk a group at a time (`dataset_stats_h5ad`).
+    """
     prepared = Prepared(prepared_dir)
-    pred_adata = read_predictions(predictions, prepared)
-    real = DatasetStats.load(Path(reference_dir), REFERENCE_PREFIX)
-    pred = dataset_stats(pred_adata, prepared.pert_col, prepared.control, threads)
-    del pred_adata
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=".evaluate.", dir=outdir))
+    try:
+        pred_path, labels = open_predictions(predictions, prepared, workdir)
+        real = DatasetStats.load(Path(reference_dir), REFERENCE_PREFIX)
+        pred = dataset_stats_h5ad(pred_path, labels, prepared.pert_col, prepared.control, threads)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     proj = project_metrics(real, pred)
     ce_per, ce_agg = cell_eval_metrics(real, pred, pert_col=prepared.pert_col, var_names=prepared.var_names, threads=threads)
     per = proj.merge(ce_per, on="perturbation", how="left")
@@ -266,8 +337,6 @@ def evaluate(prepared_dir: str | Path, reference_dir: str | Path, predictions: s
         "cell_eval": {m: float(ce_mean[m]) for m in CELL_EVAL_METRICS},
         "model_info": model_info,
     }
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(outdir / f"{model}_per_perturbation.tsv") as tmp:
         per.to_csv(tmp, sep="\t", index=False)
     with atomic_path(outdir / f"{model}_cell_eval_agg.csv") as tmp:

@@ -31,14 +31,15 @@ def _set_encoding(obj: h5py.Group | h5py.Dataset, kind: str, version: str) -> No
 class CsrH5adWriter:
     """Append CSR row blocks to X; finish() adds obs, var, uns and obsm so anndata can read it."""
 
-    def __init__(self, path: str | Path, n_obs: int, n_vars: int) -> None:
+    def __init__(self, path: str | Path, n_obs: int, n_vars: int, dtype: np.dtype | type = np.float32) -> None:
         self.path = Path(path)
         self.n_obs, self.n_vars = int(n_obs), int(n_vars)
         self.file = h5py.File(self.path, "w")
         x = self.file.create_group("X")
         _set_encoding(x, "csr_matrix", "0.1.0")
         x.attrs["shape"] = (self.n_obs, self.n_vars)
-        self._data = x.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(_CHUNK,))
+        self.dtype = np.dtype(dtype)
+        self._data = x.create_dataset("data", shape=(0,), maxshape=(None,), dtype=self.dtype, chunks=(_CHUNK,))
         self._indices = x.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(_CHUNK,))
         self._indptr = x.create_dataset("indptr", shape=(self.n_obs + 1,), dtype=np.int64)
         self._indptr[0] = 0
@@ -56,7 +57,7 @@ class CsrH5adWriter:
             raise ValueError("more rows than declared")
         self._data.resize((self.nnz + k,))
         self._indices.resize((self.nnz + k,))
-        self._data[self.nnz:] = block.data.astype(np.float32, copy=False)
+        self._data[self.nnz:] = block.data.astype(self.dtype, copy=False)
         self._indices[self.nnz:] = block.indices.astype(np.int32, copy=False)
         self._indptr[self.rows + 1 : self.rows + n + 1] = block.indptr[1:].astype(np.int64) + self.nnz
         self.rows += n
@@ -92,6 +93,59 @@ class CsrH5adWriter:
             self.file.close()
 
     def __enter__(self) -> CsrH5adWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CsrRows:
+    """Any rows of an h5ad whose X is stored as CSR, read without loading the matrix.
+
+    Runs of consecutive rows are read with one HDF5 read each, straight into arrays allocated
+    at their final size: the memory is the rows asked for, nothing more (anndata's backed
+    indexing holds per-row pieces and their concatenation, twice that).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.file = h5py.File(self.path, "r")
+        x = self.file.get("X")
+        if not isinstance(x, h5py.Group) or x.attrs.get("encoding-type") != "csr_matrix":
+            self.close()
+            raise ValueError(f"{self.path}: X is not stored as a CSR matrix")
+        self.data, self.indices = x["data"], x["indices"]
+        self.indptr = x["indptr"][:].astype(np.int64)
+        self.shape = (int(x.attrs["shape"][0]), int(x.attrs["shape"][1]))
+
+    def rows(self, idx: np.ndarray) -> sp.csr_matrix:
+        """The rows `idx`, in that order, as one CSR matrix (values in the stored dtype)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        starts = self.indptr[idx]
+        out_ptr = np.zeros(idx.size + 1, dtype=np.int64)
+        np.cumsum(self.indptr[idx + 1] - starts, out=out_ptr[1:])
+        data = np.empty(int(out_ptr[-1]), dtype=self.data.dtype)
+        indices = np.empty(int(out_ptr[-1]), dtype=self.indices.dtype)
+        cut = np.flatnonzero(np.diff(idx) != 1) + 1  # runs of consecutive rows
+        for a, b in zip(np.concatenate([[0], cut]), np.concatenate([cut, [idx.size]]), strict=True):
+            if b <= a:
+                continue
+            lo, hi, o = int(starts[a]), int(self.indptr[idx[b - 1] + 1]), int(out_ptr[a])
+            if hi > lo:
+                self.data.read_direct(data, np.s_[lo:hi], np.s_[o : o + hi - lo])
+                self.indices.read_direct(indices, np.s_[lo:hi], np.s_[o : o + hi - lo])
+        return sp.csr_matrix((data, indices, out_ptr), shape=(idx.size, self.shape[1]))
+
+    def iter_data(self, step: int = 1 << 24) -> Iterator[np.ndarray]:
+        """The stored values, a slice at a time (for checks over the whole matrix)."""
+        for lo in range(0, self.data.shape[0], step):
+            yield self.data[lo : lo + step]
+
+    def close(self) -> None:
+        if self.file.id.valid:
+            self.file.close()
+
+    def __enter__(self) -> CsrRows:
         return self
 
     def __exit__(self, *exc: object) -> None:
