@@ -110,7 +110,7 @@ def test_scgpt_zero_shot_and_finetuned_from_a_fused_checkpoint(world, checkpoint
     z, f = ad.read_h5ad(h5z), ad.read_h5ad(h5f)
     assert z.shape == f.shape and np.isfinite(f.X.data).all()
     # fine-tuning brings predicted test pseudobulks closer to the real ones
-    real = prepared.test_rows()
+    real = prepared.rows_of(prepared.split["test"])
     lab = lambda a: a.obs[prepared.pert_col].astype(str).to_numpy()  # noqa: E731
     err = {name: np.mean([np.abs(np.asarray(a.X[lab(a) == p].mean(0)) - np.asarray(real.X[lab(real) == p].mean(0))).mean()
                           for p in prepared.split["test"]]) for name, a in (("zero", z), ("fine", f))}
