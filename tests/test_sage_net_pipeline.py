@@ -142,7 +142,14 @@ def test_same_inputs_same_metrics_bit_for_bit(run, tmp_path):
     }
     pfile = tmp_path / "params.yml"
     pfile.write_text(yaml.safe_dump({k: str(v) for k, v in params.items()}))
-    runs, _ = reproduce("sage_net", tmp_path / "out", profile="full", params=load_params(pfile), report=False)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the `run` fixture (--threads 1): float sums depend on the thread count
+    try:
+        runs, _ = reproduce("sage_net", tmp_path / "out", profile="full", params=load_params(pfile), report=False)
+    finally:
+        torch.set_num_threads(before)
     assert json.loads(runs[0].run_info.read_text())["data_source"] == "provided"
     assert (run / "sage_net" / "metrics.tsv").read_bytes() == runs[0].metrics.read_bytes()
 
