@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import anndata as ad
 import anndata.io as adio
 import h5py
 import numpy as np
@@ -152,22 +151,9 @@ class CsrRows:
         self.close()
 
 
-def write_blocks(path: str | Path, blocks: Iterator[sp.csr_matrix], *, obs: pd.DataFrame, var: pd.DataFrame,
-                 uns: Mapping[str, Any] | None = None) -> None:
-    """Write an h5ad whose X is the row-wise concatenation of `blocks` (never held at once)."""
-    with CsrH5adWriter(path, len(obs), len(var)) as w:
-        for block in blocks:
-            w.append(block)
-        w.finish(obs, var, uns)
-
-
 def iter_row_blocks(x: Any, n_obs: int, chunk_size: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
     """(start, stop, CSR block) over a backed or in-memory X, dense or sparse."""
     for start in range(0, n_obs, chunk_size):
         stop = min(n_obs, start + chunk_size)
         block = x[start:stop]
         yield start, stop, block.tocsr() if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
-
-
-def read_backed(path: str | Path) -> ad.AnnData:
-    return ad.read_h5ad(path, backed="r")
