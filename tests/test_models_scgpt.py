@@ -199,3 +199,66 @@ def test_gene_mapping_counts_unmapped_and_enforces_floor(scgpt):
     with pytest.raises(InputError, match="Ensembl ids"):
         map_genes_to_vocab(ens, v)
     assert map_genes_to_vocab(["A", "B"], {"A": 0, "B": 1}).n_mapped == 2  # plain dicts work too
+
+
+# --- fused-attention inference ------------------------------------------------------------------
+
+
+def _tokens(n_tokens: int, rows: int, lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random gene ids (1..n_tokens-1 after the specials) and bins; rows padded after `lengths`."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    src = torch.randint(3, n_tokens, (rows, width), generator=g)
+    values = torch.randint(0, 11, (rows, width), generator=g).float()
+    pad = torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None]
+    return src.masked_fill(pad, 0), values.masked_fill(pad, -2.0), pad
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_encode_equals_scgpt_encode(scgpt, padded):
+    from txrepro.models import scgpt_inference
+
+    model = tiny_model(scgpt, seed=3).eval()
+    lengths = [7, 5, 7, 2] if padded else [7] * 4
+    src, values, pad = _tokens(len(GENES) + 3, 4, lengths)
+    mask = pad if padded else None
+    with torch.no_grad():
+        assert scgpt_inference._fusable(model)
+        ours = scgpt_inference.encode(model, src, values, mask)
+        theirs = model._encode(src, values, mask, None)  # PyTorch's nested-tensor path when padded
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    if padded:
+        assert (ours[pad] == 0).all() and (ours[~pad].abs().sum(-1) > 0).all()
+
+
+@pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
+def test_fused_layer_equals_torch_layer(norm_first, activation):
+    from txrepro.models.scgpt_inference import _layer
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 24, dropout=0.3, activation=activation, batch_first=True, norm_first=norm_first).eval()
+    x = torch.randn(3, 9, 16)
+    attend = torch.ones(3, 1, 1, 9, dtype=torch.bool)
+    attend[1, ..., 6:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(_layer(layer, x, None), layer(x), atol=1e-5, rtol=1e-5)
+        masked = _layer(layer, x, attend)
+        expect = layer(x, src_key_padding_mask=~attend[:, 0, 0, :])
+    keep = attend[:, 0, 0, :]
+    torch.testing.assert_close(masked[keep], expect[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_training_and_autograd_go_through_scgpt(scgpt):
+    from txrepro.models import scgpt_inference
+
+    model = tiny_model(scgpt, seed=1)
+    src, values, _ = _tokens(len(GENES) + 3, 2, [7, 7])
+    assert not scgpt_inference._fusable(model.train())  # dropout: scgpt's own layers
+    model.eval()
+    assert not scgpt_inference._fusable(model)  # grad enabled and weights that want it
+    for p in model.parameters():
+        p.requires_grad_(False)
+    assert scgpt_inference._fusable(model)  # a frozen encoder (the article protocol) is fused
+    out = scgpt_inference.encode(model, src, values)
+    assert not out.requires_grad
