@@ -59,6 +59,15 @@ def test_compare_keeps_every_published_row():
     assert len(out) == 5
 
 
+def test_run_and_published_notes_are_told_apart():
+    pub = _pub()
+    pub.loc[0, "notes"] = "Table 2, H1 test genes"
+    rep = pd.DataFrame([MetricRow("vcc", "d", "ridge", "test", "DES", 0.1, notes="ESM2 features").__dict__, MetricRow("vcc", "d", "state", "test", "DES", 0.1).__dict__])
+    out = compare(rep, pub).set_index(["study", "model", "metric"])
+    assert out.loc[("vcc", "ridge", "DES"), "notes"] == "ESM2 features; published: Table 2, H1 test genes"
+    assert out.loc[("vcc", "state", "DES"), "notes"] == ""  # neither side has notes: nothing is added
+
+
 def test_not_computed_reason_names_the_missing_dataset():
     pub = _pub()
     pub.loc[1, "dataset"] = "other"

@@ -83,7 +83,9 @@ def compare(
             n=r.n if has_rep else pd.NA,
             data=data_sources.get(r.study, "not run"),
         )
-        notes = [n for n in (rep_notes, str(r.pub_notes) if has_pub and isinstance(r.pub_notes, str) else "") if n]
+        # The run's notes first, then the published table's, labelled so a reader can tell them apart.
+        pub_notes = f"published: {r.pub_notes}" if has_pub and isinstance(r.pub_notes, str) and r.pub_notes else ""
+        notes = [n for n in (rep_notes, pub_notes) if n]
         if np.isnan(rep_value):
             reason = rep_notes[len(NOT_COMPUTED_PREFIX):] if rep_notes.startswith(NOT_COMPUTED_PREFIX) else missing_reason(r.study, r.dataset, r.model)
             rec["verdict"] = "not computed"
