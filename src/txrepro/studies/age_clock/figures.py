@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from txrepro.report.figures import save_png
@@ -102,16 +103,24 @@ def plot_stability(genes: pd.DataFrame, protocol: str, stability_rule: str, n_ru
         for bar, known in zip(bars, called["in_reference"]):
             if known:
                 bar.set_hatch("//")
+        present = [c for c in ("pro-ageing", "anti-ageing") if (called["call"] == c).any()]
+        handles = [Patch(color=CALL_COLOURS[c], label=c) for c in present]
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="in reference tables"))
+        fig.legend(handles=handles, fontsize=8, loc="lower left", ncol=len(handles), frameon=False)
         ax1.set_yticks(yy, called["gene"], fontsize=7)
         ax1.set_xlim(0, 1.02)
         ax1.set_xlabel(f"stability [fraction of {n_runs} runs, rule: {stability_rule}]")
         ax1.set_ylabel("gene (top by stability)")
     ax1.set_title("genes with a pro- or anti-ageing call (hatched: in reference tables)")
-    bins = np.linspace(0, 1, n_runs + 2) if n_runs > 0 else 10
-    ax2.hist(genes["stability"], bins=bins, color="#666666")
-    ax2.set_xlabel("stability [fraction of runs]")
+    # Stability takes the values k / n_runs: one bar per k, labelled as the fraction it is.
+    runs = max(n_runs, 1)
+    k = np.rint(genes["stability"].to_numpy(dtype=float) * runs).astype(int)
+    counts = np.bincount(k[(k >= 0) & (k <= runs)], minlength=runs + 1)
+    ax2.bar(np.arange(runs + 1), counts, color="#666666", width=0.8)
+    ax2.set_xticks(np.arange(runs + 1), [f"{i}/{runs}" for i in range(runs + 1)], fontsize=8 if runs <= 10 else 6)
+    ax2.set_xlabel(f"stability [runs meeting rule '{stability_rule}' / runs]")
     ax2.set_ylabel("genes [count]")
     ax2.set_title(f"all {len(genes)} tested genes")
     fig.suptitle(f"age_clock {protocol}: stability of perturbation calls")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend under the bars
     return save_png(fig, path)
