@@ -136,3 +136,11 @@ def test_figure_without_title_refused(tmp_path):
         save_png(fig, tmp_path / "f.png")
     assert not (tmp_path / "f.png").exists()
     assert math.isfinite(1.0)
+
+
+def test_overview_marks_fixture_rows():
+    from txrepro.report.figures import overview_labels
+
+    rows = pd.DataFrame({"study": ["vcc", "age_clock"], "dataset": ["d", "A"], "model": ["ridge", "m"], "metric": ["DES", "roc_auc"], "data": ["fixture", "user data"]})
+    assert list(overview_labels(rows)) == ["vcc · d · ridge · DES [fixture]", "age_clock · A · m · roc_auc"]
+    assert list(overview_labels(rows.drop(columns="data"))) == ["vcc · d · ridge · DES", "age_clock · A · m · roc_auc"]
