@@ -93,15 +93,16 @@ def case(name: str, counts: sp.csr_matrix, genes: list[str], vocab, cfg, targets
 def encoder_case(vocab, cfg, size: dict[str, int], n_seq: int, length: int) -> dict:
     """One forward of the encoder at the protocol's length: PyTorch's eval fast path (what scgpt
     runs, the reference) against the fused-attention path the sweep uses, same weights and tokens."""
-    from txrepro.models import scgpt_inference
+    from txrepro.models.scgpt_inference import torch_attention
 
     model = _model(vocab, cfg, seed=0, size=size)
     g = torch.Generator().manual_seed(0)
     src = torch.randint(3, len(vocab), (n_seq, length), generator=g)
     vals = torch.randint(0, cfg.n_bins, (n_seq, length), generator=g).float()
     with torch.no_grad():
-        t_native, native = _time(lambda: model.encoder._encode(src, vals, None, None), 1)
-        t_fused, fused = _time(lambda: scgpt_inference.encode(model.encoder, src, vals, None), 1)
+        with torch_attention(model.encoder):
+            t_native, native = _time(lambda: model.encoder._encode(src, vals, None, None), 1)
+        t_fused, fused = _time(lambda: model.encoder._encode(src, vals, None, None), 1)
     row = {"model": size, "sequences": n_seq, "tokens": length, "seconds_per_sequence_native": t_native / n_seq,
            "seconds_per_sequence_fused": t_fused / n_seq, "speedup": t_native / t_fused, "max_abs_diff": float((native - fused).abs().max())}
     name = "x".join(str(size[k]) for k in ("nlayers", "nhead", "d_model"))

@@ -216,20 +216,37 @@ def _tokens(n_tokens: int, rows: int, lengths: list[int], seed: int = 0) -> tupl
 
 @pytest.mark.parametrize("padded", [False, True])
 def test_fused_encode_equals_scgpt_encode(scgpt, padded):
-    from txrepro.models import scgpt_inference
+    from txrepro.models.scgpt_inference import FusedAttentionEncoder, torch_attention
 
     model = tiny_model(scgpt, seed=3).eval()
+    assert isinstance(model.transformer_encoder, FusedAttentionEncoder)
     lengths = [7, 5, 7, 2] if padded else [7] * 4
     src, values, pad = _tokens(len(GENES) + 3, 4, lengths)
     mask = pad if padded else None
     with torch.no_grad():
-        assert scgpt_inference._fusable(model)
-        ours = scgpt_inference.encode(model, src, values, mask)
-        theirs = model._encode(src, values, mask, None)  # PyTorch's nested-tensor path when padded
+        assert model.transformer_encoder.fused()
+        ours = model._encode(src, values, mask, None)
+        with torch_attention(model):
+            assert not model.transformer_encoder.fused()
+            theirs = model._encode(src, values, mask, None)  # PyTorch's nested-tensor path when padded
+        assert model.transformer_encoder.fused()  # restored
     assert ours.shape == theirs.shape
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     if padded:
         assert (ours[pad] == 0).all() and (ours[~pad].abs().sum(-1) > 0).all()
+
+
+def test_fused_encoder_keeps_the_checkpoint_layout(scgpt):
+    """Same parameters and state-dict keys as nn.TransformerEncoder: checkpoints load either way."""
+    import copy
+
+    fused = tiny_model(scgpt, seed=2)
+    plain = copy.deepcopy(fused)
+    plain.transformer_encoder = plain.transformer_encoder.torch_encoder
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in plain.parameters())
+    twin = copy.deepcopy(fused)  # deep copies (best-epoch snapshots) keep the layers shared inside
+    assert twin.transformer_encoder.torch_encoder.layers is twin.transformer_encoder.layers
 
 
 @pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
@@ -249,16 +266,19 @@ def test_fused_layer_equals_torch_layer(norm_first, activation):
     torch.testing.assert_close(masked[keep], expect[keep], atol=1e-5, rtol=1e-5)
 
 
-def test_training_and_autograd_go_through_scgpt(scgpt):
-    from txrepro.models import scgpt_inference
-
+def test_training_and_autograd_go_through_pytorch(scgpt):
     model = tiny_model(scgpt, seed=1)
+    enc = model.transformer_encoder
     src, values, _ = _tokens(len(GENES) + 3, 2, [7, 7])
-    assert not scgpt_inference._fusable(model.train())  # dropout: scgpt's own layers
+    assert not model.train().transformer_encoder.fused()  # dropout: PyTorch's own layers
+    torch.manual_seed(0)
+    a = model._encode(src, values, None, None)
+    torch.manual_seed(0)
+    b = enc.torch_encoder(model.encoder(src) + model.value_encoder(values))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # the very same computation as before
     model.eval()
-    assert not scgpt_inference._fusable(model)  # grad enabled and weights that want it
+    assert not enc.fused()  # grad enabled and weights that want it
     for p in model.parameters():
         p.requires_grad_(False)
-    assert scgpt_inference._fusable(model)  # a frozen encoder (the article protocol) is fused
-    out = scgpt_inference.encode(model, src, values)
-    assert not out.requires_grad
+    assert enc.fused()  # a frozen encoder (the article protocol) is fused
+    assert not model._encode(src, values, None, None).requires_grad

@@ -155,3 +155,25 @@ def test_scgpt_checksums_are_recorded_for_vcc_and_checked_by_default():
     assert VccRunParams.from_params({}, profile="full").scgpt_verify_checksums
     assert not VccRunParams.from_params({}, profile="test").scgpt_verify_checksums
     assert not VccRunParams.from_params({"vcc_scgpt_verify_checksums": "false"}, profile="full").scgpt_verify_checksums
+
+
+def test_scgpt_generator_inference_is_fused_and_equals_pytorch_attention():
+    from txrepro.models.scgpt_inference import FusedAttentionEncoder, torch_attention
+    from txrepro.studies.vcc.scgpt_perturb import _build_generator
+
+    scgpt = import_scgpt()
+    vocab = scgpt.tokenizer.GeneVocab([f"G{i}" for i in range(12)], specials=["<pad>", "<cls>", "<eoc>"])
+    torch.manual_seed(0)
+    model = _build_generator(vocab, {"embsize": 32, "nheads": 2, "d_hid": 32, "nlayers": 2}, dropout=0.2).eval()
+    assert isinstance(model.transformer_encoder, FusedAttentionEncoder)
+    ids = torch.arange(3, 15).repeat(5, 1)
+    values = torch.rand(5, 12) * 3
+    flags = torch.zeros(5, 12, dtype=torch.long)
+    flags[torch.arange(5), torch.arange(5)] = 1
+    mask = torch.zeros(5, 12, dtype=torch.bool)  # vcc's call: an all-False padding mask
+    kw = dict(src_key_padding_mask=mask, CLS=False, CCE=False, MVC=False, ECS=False)
+    with torch.no_grad():
+        fused = model(ids, values, flags, **kw)["mlm_output"]
+        with torch_attention(model):
+            reference = model(ids, values, flags, **kw)["mlm_output"]
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)

@@ -26,6 +26,7 @@ from txrepro.io.atomic import atomic_dir
 from txrepro.io.checksum import verify_checksum
 from txrepro.io.manifest import read_manifest
 from txrepro.models.gene_vocab import read_vocab_json
+from txrepro.models.scgpt_inference import fuse_attention
 from txrepro.models.torchtext_vocab import import_scgpt
 from txrepro.runtime import get_logger
 
@@ -297,12 +298,13 @@ def build_transformer_model(
     cell_emb_style: str = "cls",
     **kwargs: Any,
 ) -> torch.nn.Module:
-    """scgpt's TransformerModel with PyTorch attention (flash-attn is GPU-only and optional).
+    """scgpt's TransformerModel with PyTorch attention (flash-attn is GPU-only and optional), fused
+    at inference (models.scgpt_inference).
 
     Extra keyword arguments go to TransformerModel unchanged (do_mvc, explicit_zero_prob, ...).
     """
     scgpt = import_scgpt()
-    return scgpt.model.TransformerModel(
+    model = scgpt.model.TransformerModel(
         ntoken=len(vocab),
         d_model=arch.d_model,
         nhead=arch.nhead,
@@ -320,6 +322,7 @@ def build_transformer_model(
         use_fast_transformer=False,
         **kwargs,
     )
+    return fuse_attention(model)
 
 
 def save_checkpoint_dir(

@@ -1,37 +1,26 @@
-"""Inference forward of scgpt's TransformerModel encoder through fused attention.
+"""Inference through fused attention for scgpt models built on `nn.TransformerEncoder`.
 
 PyTorch's fast path for `nn.TransformerEncoderLayer` in eval mode (`_native_multi_head_attention`)
 builds the whole (heads x L x L) score matrix with bmm and softmax on CPU. At scGPT's 3,001 tokens
 that is most of a forward pass (73% bmm, 15% softmax, measured at 4 layers x 128). The same
 attention through `F.scaled_dot_product_attention` is computed block by block (flash kernel on CPU
-and CUDA): equal to float rounding and 2.6x faster per sequence there (benchmarks/README.md,
-age_clock). Training, autograd through the encoder and layouts this does not know (batch norm,
-batch labels, flash-attn layers) go through scgpt's own `_encode` unchanged.
+and CUDA): equal to float rounding, 3.1x faster per sequence at 3,002 tokens with 4 x 4 x 128 and
+1.7x with 12 x 8 x 512 on one CPU thread (benchmarks/README.md, age_clock).
+
+`fuse_attention(model)` swaps the model's `transformer_encoder` for `FusedAttentionEncoder`, which
+holds the same layer modules (same parameters, same state-dict keys), so scgpt's own `_encode`,
+`forward` and `pred_perturb` use it unchanged. Training, autograd through the encoder, attention
+masks and layers it does not know go through PyTorch's encoder, exactly as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-
-def _fusable(model: nn.Module) -> bool:
-    """True when the encoder is plain PyTorch layers that this module reproduces exactly."""
-    enc = getattr(model, "transformer_encoder", None)
-    if not isinstance(enc, nn.TransformerEncoder) or model.training:
-        return False
-    if getattr(model, "dsbn", None) is not None or getattr(model, "bn", None) is not None:
-        return False
-    if torch.is_grad_enabled() and any(p.requires_grad for p in enc.parameters()):
-        return False
-    for layer in enc.layers:
-        attn = getattr(layer, "self_attn", None)
-        if not isinstance(layer, nn.TransformerEncoderLayer) or not isinstance(attn, nn.MultiheadAttention):
-            return False
-        if not (attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn):
-            return False
-    return True
 
 
 def _self_attention(attn: nn.MultiheadAttention, x: Tensor, attend: Tensor | None) -> Tensor:
@@ -53,23 +42,70 @@ def _layer(layer: nn.TransformerEncoderLayer, x: Tensor, attend: Tensor | None) 
     return layer.norm2(x + feed_forward(x))
 
 
-def encode(model: nn.Module, src: Tensor, values: Tensor, src_key_padding_mask: Tensor | None = None) -> Tensor:
-    """Token outputs (batch, seq, d_model) of `model._encode(src, values, src_key_padding_mask)`.
+def _known_layer(layer: nn.Module) -> bool:
+    attn = getattr(layer, "self_attn", None)
+    return (
+        isinstance(layer, nn.TransformerEncoderLayer)
+        and isinstance(attn, nn.MultiheadAttention)
+        and attn.batch_first
+        and attn._qkv_same_embed_dim
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+    )
 
-    Padded positions come out as zeros, as PyTorch's nested-tensor path returns them, so a mean
-    over all positions (scgpt's avg-pool) sees the same numbers either way.
-    """
-    if not _fusable(model):
-        return model._encode(src, values, src_key_padding_mask, None)
-    tokens = model.encoder(src)
-    model.cur_gene_token_embs = tokens  # as _encode leaves it
-    expression = model.value_encoder(values)
-    x = tokens * expression.unsqueeze(2) if model.input_emb_style == "scaling" else tokens + expression
-    attend = None if src_key_padding_mask is None else ~src_key_padding_mask[:, None, None, :]
-    for layer in model.transformer_encoder.layers:
-        x = _layer(layer, x, attend)
-    if model.transformer_encoder.norm is not None:
-        x = model.transformer_encoder.norm(x)
-    if src_key_padding_mask is not None:
-        x = x.masked_fill(src_key_padding_mask.unsqueeze(-1), 0.0)
-    return x
+
+class FusedAttentionEncoder(nn.Module):
+    """Stands in for an `nn.TransformerEncoder`: fused attention at inference, PyTorch's otherwise."""
+
+    def __init__(self, encoder: nn.TransformerEncoder) -> None:
+        super().__init__()
+        self.layers = encoder.layers  # the same modules: parameters and state-dict keys unchanged
+        self.norm = encoder.norm
+        self.known_layers = all(_known_layer(layer) for layer in encoder.layers)
+        self.enabled = True  # torch_attention() turns it off
+        object.__setattr__(self, "torch_encoder", encoder)  # not a submodule: its parameters are ours
+
+    def fused(self) -> bool:
+        """Eval mode, known layers and no gradient wanted through them."""
+        if self.training or not self.known_layers or not self.enabled:
+            return False
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+
+    def forward(self, src: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None, is_causal: bool | None = None) -> Tensor:
+        """Padded positions come out as zeros, as PyTorch's nested-tensor path returns them."""
+        if mask is not None or is_causal or not self.fused():
+            self.torch_encoder.train(self.training)
+            return self.torch_encoder(src, mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
+        pad = src_key_padding_mask
+        if pad is not None and pad.dtype != torch.bool:
+            pad = pad != 0
+        attend = None if pad is None or not bool(pad.any()) else ~pad[:, None, None, :]
+        x = src
+        for layer in self.layers:
+            x = _layer(layer, x, attend)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x if attend is None else x.masked_fill(pad.unsqueeze(-1), 0.0)
+
+
+def fuse_attention(model: nn.Module) -> nn.Module:
+    """Give an scgpt model (TransformerModel, TransformerGenerator) fused inference attention, in place."""
+    encoder = getattr(model, "transformer_encoder", None)
+    if isinstance(encoder, nn.TransformerEncoder):
+        model.transformer_encoder = FusedAttentionEncoder(encoder)
+    return model
+
+
+@contextmanager
+def torch_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """PyTorch's own encoder for the duration: what scgpt runs, for references and benchmarks."""
+    encoder = getattr(model, "transformer_encoder", None)
+    fused = isinstance(encoder, FusedAttentionEncoder)
+    before = encoder.enabled if fused else None
+    if fused:
+        encoder.enabled = False
+    try:
+        yield model
+    finally:
+        if fused:
+            encoder.enabled = before

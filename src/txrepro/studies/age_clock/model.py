@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from txrepro.models import scgpt_inference
 from txrepro.models.scgpt_checkpoint import (
     ScGPTArchitecture,
     build_transformer_model,
@@ -67,14 +66,14 @@ class AgeClassifier(nn.Module):
         return self
 
     def encode(self, src: Tensor, values: Tensor) -> Tensor:
-        """Token outputs of the transformer (batch, seq, d_model); inference through fused
-        attention (models.scgpt_inference), training through scgpt's own layers.
+        """Token outputs of the transformer (batch, seq, d_model); inference runs through fused
+        attention (build_transformer_model, models.scgpt_inference).
 
         Without padding the mask is left out: an all-False mask gives the same result but sends
-        PyTorch's fused encoder through nested tensors, about 3x slower on CPU.
+        PyTorch's encoder through nested tensors, about 3x slower on CPU.
         """
         mask = src.eq(self.pad_id)
-        return scgpt_inference.encode(self.encoder, src, values, mask if bool(mask.any()) else None)
+        return self.encoder._encode(src, values, mask if bool(mask.any()) else None, None)
 
     def pooled(self, src: Tensor, values: Tensor) -> Tensor:
         """Mean over non-padding tokens (<cls> included): the article's average pooling."""

@@ -37,6 +37,7 @@ import torch
 
 from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_path
+from txrepro.models.scgpt_inference import torch_attention
 from txrepro.runtime import deterministic_torch, get_logger, progress, resolve_device, seed_everything
 from txrepro.studies.age_clock.binning import bin_rows, edit_bin
 from txrepro.studies.age_clock.config import NEGATIVE_CLASS, POSITIVE_CLASS, AgeClockConfig
@@ -105,13 +106,16 @@ def sequence_batch_size(cfg: AgeClockConfig, seq_len: int, device: str) -> int:
 
 @torch.no_grad()
 def _p_old_original(model: AgeClassifier, src: torch.Tensor, values: torch.Tensor, device: str) -> np.ndarray:
-    """The original's forward: TransformerModel.forward with the padding mask, all outputs computed."""
+    """The original's forward: TransformerModel.forward with the padding mask, all outputs computed,
+    through PyTorch's encoder as scgpt runs it."""
     src, values = src.to(device), values.to(device)
     mask = src.eq(model.pad_id)
     if model.style == "finetune_cls":
-        z = model.encoder(src, values, src_key_padding_mask=mask, CLS=True)["cls_output"].float()
+        with torch_attention(model.encoder):
+            z = model.encoder(src, values, src_key_padding_mask=mask, CLS=True)["cls_output"].float()
         return torch.softmax(z, dim=1)[:, 1].cpu().numpy().astype(np.float64)
-    out = model.encoder._encode(src, values, mask, None)
+    with torch_attention(model.encoder):
+        out = model.encoder._encode(src, values, mask, None)
     keep = (~mask).unsqueeze(-1).to(out.dtype)
     return torch.sigmoid(model.head_logit((out * keep).sum(1) / keep.sum(1))).cpu().numpy().astype(np.float64)
 

@@ -115,16 +115,18 @@ def map_gene_set(prepared: Prepared, vocab: Any, sp: ScGPTParams, source: str | 
 
 
 def _build_generator(vocab: Any, arch: dict[str, Any], dropout: float) -> Any:
-    """scgpt's TransformerGenerator with PyTorch attention (flash-attn keys are renamed on load)."""
+    """scgpt's TransformerGenerator with PyTorch attention (flash-attn keys are renamed on load),
+    fused at inference (models.scgpt_inference)."""
+    from txrepro.models.scgpt_inference import fuse_attention
     from txrepro.models.torchtext_vocab import import_scgpt
 
     scgpt = import_scgpt()
-    return scgpt.model.TransformerGenerator(
+    return fuse_attention(scgpt.model.TransformerGenerator(
         ntoken=len(vocab), d_model=int(arch["embsize"]), nhead=int(arch["nheads"]), d_hid=int(arch["d_hid"]),
         nlayers=int(arch["nlayers"]), nlayers_cls=int(arch.get("n_layers_cls", 3)), n_cls=1, vocab=vocab,
         dropout=dropout, pad_token=PAD_TOKEN, pad_value=PAD_VALUE, pert_pad_id=PERT_PAD_ID,
         use_fast_transformer=False,
-    )
+    ))
 
 
 def _arch_of(sp: ScGPTParams) -> dict[str, Any]:
