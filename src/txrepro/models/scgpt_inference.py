@@ -4,8 +4,8 @@ PyTorch's fast path for `nn.TransformerEncoderLayer` in eval mode (`_native_mult
 builds the whole (heads x L x L) score matrix with bmm and softmax on CPU. At scGPT's 3,001 tokens
 that is most of a forward pass (73% bmm, 15% softmax, measured at 4 layers x 128). The same
 attention through `F.scaled_dot_product_attention` is computed block by block (flash kernel on CPU
-and CUDA): equal to float rounding, 3.1x faster per sequence at 3,002 tokens with 4 x 4 x 128 and
-1.7x with 12 x 8 x 512 on one CPU thread (benchmarks/README.md, age_clock).
+and CUDA): equal to float rounding, 2.9-3.1x faster per sequence at 3,002 tokens with 4 x 4 x 128 and
+1.7-1.8x with 12 x 8 x 512 on one CPU thread (benchmarks/README.md, age_clock).
 
 `fuse_attention(model)` swaps the model's `transformer_encoder` for `FusedAttentionEncoder`, which
 holds the same layer modules (same parameters, same state-dict keys), so scgpt's own `_encode`,
