@@ -7,6 +7,11 @@ its peak RSS (ru_maxrss) is its own; the timing is the whole `state-train` / `sc
 step (data writing, model building and checkpoints included), with the tiny presets.
 
     PYTHONPATH=src python benchmarks/vcc_models.py [--state-steps 100] [--scgpt-epochs 1]
+    PYTHONPATH=src python benchmarks/vcc_models.py --inference   # scGPT prediction forward only
+
+`--inference` times one eval forward of scgpt's TransformerGenerator as the vcc predictor calls it
+(all-False padding mask, one perturbed gene flagged) at the tutorial's 1,536 tokens: PyTorch's
+encoder against the fused attention the predictor uses (txrepro.models.scgpt_inference).
 
 Cells per second: STATE trains on batch_size x cell_set_len cells per step (steps x 16 x 8 / s);
 scGPT on one (control, perturbed) pair per training cell per epoch (pairs x epochs / s).
@@ -85,12 +90,56 @@ def run(kind: str, prep: Path, out: Path, n: int) -> dict:
     return r
 
 
+GENERATOR_SIZES = {"tiny 2 x 2 x 32": (32, 2, 2, 16), "whole-human 12 x 8 x 512": (512, 8, 12, 2)}  # d, heads, layers, batch
+
+
+def generator_inference(length: int = 1536) -> list[dict]:
+    import torch
+
+    from txrepro.models.scgpt_inference import torch_attention
+    from txrepro.models.torchtext_vocab import import_scgpt
+    from txrepro.studies.vcc.scgpt_perturb import _build_generator
+
+    torch.set_num_threads(1)
+    vocab = import_scgpt().tokenizer.GeneVocab([f"G{i:05d}" for i in range(length)], specials=["<pad>", "<cls>", "<eoc>"])
+    rows = []
+    for name, (d, heads, layers, batch) in GENERATOR_SIZES.items():
+        torch.manual_seed(0)
+        model = _build_generator(vocab, {"embsize": d, "nheads": heads, "d_hid": d, "nlayers": layers}, dropout=0.2).eval()
+        ids = torch.arange(3, 3 + length).repeat(batch, 1)
+        values = torch.rand(batch, length) * 3
+        flags = torch.zeros(batch, length, dtype=torch.long)
+        flags[:, 0] = 1
+        kw = dict(src_key_padding_mask=torch.zeros(batch, length, dtype=torch.bool), CLS=False, CCE=False, MVC=False, ECS=False)
+
+        def once() -> tuple[float, torch.Tensor]:
+            t = time.perf_counter()
+            out = model(ids, values, flags, **kw)["mlm_output"]
+            return time.perf_counter() - t, out
+
+        with torch.no_grad():
+            with torch_attention(model):
+                once()
+                t_torch, ref = once()
+            once()
+            t_fused, out = once()
+        rows.append({"model": name, "tokens": length, "batch": batch, "s_per_cell_pytorch": round(t_torch / batch, 4),
+                     "s_per_cell_fused": round(t_fused / batch, 4), "speedup": round(t_torch / t_fused, 2),
+                     "max_abs_diff": float((out - ref).abs().max())})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--state-steps", type=int, default=100)
     ap.add_argument("--scgpt-epochs", type=int, default=1)
     ap.add_argument("--sizes", nargs="+", default=["fixture", "10000x2000"])
+    ap.add_argument("--inference", action="store_true", help="only the scGPT prediction forward, PyTorch vs fused attention")
     args = ap.parse_args()
+    if args.inference:
+        generator_inference()
+        return
     from txrepro.fixtures.vcc import write_fixture
     from txrepro.studies.vcc.params import DataParams
     from txrepro.studies.vcc.preprocess import prepare
