@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import random
@@ -76,6 +77,11 @@ def deterministic_torch() -> None:
     if torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """Every GPU-capable step's `--device`, resolved by `resolve_device`."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
 def resolve_device(device: str = "auto") -> str:

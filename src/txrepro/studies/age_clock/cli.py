@@ -6,9 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from txrepro.runtime import add_device_argument
 from txrepro.studies.age_clock.config import PROTOCOLS, SCALES
-
-DEVICE_HELP = "auto (CUDA when present), cpu or cuda"
 
 
 def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
@@ -115,7 +114,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no_shuffle", action="store_true", help="original behaviour: train in file order")
     p.add_argument("--verify_checksums", action="store_true", help="check the checkpoint's files against assets/data_manifest.tsv")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_device_argument(p)
     add_common(p)
     p.set_defaults(func=_cmd_train)
 
@@ -130,7 +129,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--model", required=True)
     p.add_argument("--logreg", required=True)
     p.add_argument("--outdir", required=True)
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_device_argument(p)
     add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -144,7 +143,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--cells_per_tissue", type=int, default=None)
     p.add_argument("--cells_per_group", type=int, default=None)
     p.add_argument("--perturb_batch_size", type=int, default=None, help="sequences per forward pass")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_device_argument(p)
     add_common(p)
     p.set_defaults(func=_cmd_perturb)
 

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from txrepro.runtime import add_device_argument
+
 STEP_HELP = {
     "index-vcf": "bgzip (re-compressing plain gzip) and tabix-index a VCF",
     "preprocess-expression": "log2(TPM+1), regress known covariates and expression PCs (PCAForQTL rule), add gene means back",
@@ -72,7 +74,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
         p.add_argument("--fasta", default=None, help="reference FASTA (default: the path recorded by prepare)")
         p.add_argument("--config", default="paper", choices=("paper", "tiny"))
         p.add_argument("--seed", type=int, default=42)
-        p.add_argument("--device", default="auto")
+        add_device_argument(p)
         p.add_argument("--max-epochs", type=int, default=None, help="override the config's epochs")
         p.add_argument("--snvs-only", action="store_true", help="insert SNVs only (the original's only_snps)")
         p.add_argument("--min-maf", type=float, default=-1.0, help="insert variants with MAF > this only (-1: all, the default)")
@@ -94,7 +96,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--variant", default=None, help="1-based position or pos:ref:alt (default: the gene's largest |PrediXcan coef|)")
     p.add_argument("--half-width", type=int, default=100, help="ISM half-width around the variant in bp")
     p.add_argument("--top-genes", type=int, default=1000)
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     p.add_argument("--out", required=True)
 
     p = step("evaluate", _evaluate)
@@ -108,7 +110,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--cohort", default="ROSMAP")
     p.add_argument("--external-cohort", default="GTEx")
     p.add_argument("--top-genes", type=int, default=1000)
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     p.add_argument("--data-source", default="provided", choices=("fixture", "provided"))
     p.add_argument("--outdir", required=True)
 

@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from txrepro.runtime import add_device_argument
 from txrepro.studies.vcc.params import SCGPT_PRESETS, STATE_PRESETS, DataParams, ModelParams, ScGPTParams, StateParams, preset
 
 D, M = DataParams(), ModelParams()
@@ -160,7 +161,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--rf-trees", type=int, default=M.rf_trees, help="random forest trees")
     p.add_argument("--rf-components", type=int, default=M.rf_components, help="random forest: PCs of the training effects it predicts")
     p.add_argument("--trained", default=None, help="state / state_more_steps: a `state-train` folder; scgpt_finetuned: a `scgpt-finetune` folder")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    add_device_argument(p)
     _add_scgpt_options(p)
     add_common(p)
     p.set_defaults(func=_predict)
@@ -171,7 +172,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--features", default=None, help="ESM2_pert_features.pt (dict gene -> tensor); default: one-hot perturbations")
     p.add_argument("--seed", type=int, default=M.seed, help="arc-state train_seed")
     p.add_argument("--batch-col", default=D.batch_col, help="obs batch column passed to STATE as batch_var")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    add_device_argument(p)
     _add_state_options(p)
     add_common(p)
     p.set_defaults(func=_state_train)
@@ -180,7 +181,7 @@ def add_steps(steps: argparse._SubParsersAction, add_common: Callable[[argparse.
     p.add_argument("--prepared", required=True, help="output folder of `prepare`")
     p.add_argument("--outdir", required=True, help="folder for the fine-tuned checkpoint, genes.json, train_info.json")
     p.add_argument("--seed", type=int, default=M.seed, help="seed of initialisation, pairing and batching")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    add_device_argument(p)
     _add_scgpt_options(p)
     add_common(p)
     p.set_defaults(func=_scgpt_finetune)
