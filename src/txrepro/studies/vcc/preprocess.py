@@ -214,6 +214,8 @@ def prepare(
             info = {
                 "pert_col": dp.pert_col,
                 "control": dp.control,
+                "guide_col": dp.guide_col,
+                "batch_col": dp.batch_col,
                 "split": split,
                 "seed": dp.seed,
                 "val_fraction": dp.val_fraction,

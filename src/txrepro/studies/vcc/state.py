@@ -177,17 +177,21 @@ def hydra_overrides(sp: StateParams, *, toml: Path, control: str, features: Path
 
 
 @contextlib.contextmanager
-def _arc_state_environment(device: str) -> Iterator[None]:
+def _arc_state_environment(device: str, scratch: Path | None = None) -> Iterator[None]:
     """No wandb, no network; arc-state's chatter to stderr so stdout keeps our result lines.
 
     `run_tx_train` picks the GPU whenever CUDA is visible; `device='cpu'` hides it for the run.
+    `scratch`: torch's compile caches go there (under the output) instead of the temp folder.
     """
     from unittest import mock
 
     import torch
 
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")}
-    os.environ.update({"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env = {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if scratch is not None:
+        env.update({"TORCHINDUCTOR_CACHE_DIR": str(scratch / "torchinductor"), "TRITON_CACHE_DIR": str(scratch / "triton")})
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     hide_gpu = mock.patch.object(torch.cuda, "is_available", return_value=False) if device == "cpu" else contextlib.nullcontext()
     try:
         with contextlib.redirect_stdout(sys.stderr), hide_gpu:
@@ -270,7 +274,7 @@ def train_state(
         for row, steps in progress(budgets, "vcc STATE training stages", len(budgets)):
             log.info("STATE (%s preset): training to step %d for the `%s` row on %s", params.config, steps, row, device)
             _run_tx_train(hydra_overrides(params, toml=work / TOML_FILE, control=prepared.control, features=features,
-                                          output_dir=work, max_steps=steps, seed=seed), device)
+                                          output_dir=work, max_steps=steps, seed=seed), device, work)
             final = run_dir / "checkpoints" / "final.ckpt"
             shutil.copy(final, tmp / CHECKPOINT[row])
             # the next stage resumes from exactly this state (run_tx_train resumes from last.ckpt)
@@ -311,11 +315,11 @@ def _removed_after(folder: Path) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_tx_train(overrides: list[str], device: str) -> None:
+def _run_tx_train(overrides: list[str], device: str, scratch: Path) -> None:
     from state.__main__ import load_hydra_config
     from state._cli import run_tx_train
 
-    with _arc_state_environment(device):
+    with _arc_state_environment(device, scratch):
         cfg = load_hydra_config("tx", overrides)
         run_tx_train(cfg)
 
