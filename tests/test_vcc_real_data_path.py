@@ -19,7 +19,7 @@ from conftest import assert_one_line_error, run_cli
 from txrepro.fixtures.vcc import make_counts, write_fixture
 from txrepro.io.manifest import read_manifest
 from txrepro.metrics.table import read_metrics
-from txrepro.studies.vcc.data import InputSummary, read_gene_list, resolve_dataset
+from txrepro.studies.vcc.data import InputSummary, read_gene_list
 from txrepro.studies.vcc.params import DATASET, DataParams, default_test_genes_path
 
 CONTROL = "non-targeting"
@@ -80,6 +80,8 @@ def test_published_dataset_name_is_refused_for_other_data(fx, tmp_path):
 def test_the_published_file_is_recognised_by_its_shape_and_split(tmp_path):
     """No checksum is published for adata_Training.h5ad: 221,273 x 18,080, 150 perturbations and the
     published 30 test genes make it the published dataset; anything else is the user's."""
+    from txrepro.studies.vcc.data import resolve_dataset
+
     test = read_gene_list(default_test_genes_path())
     perts = sorted([*test, *[f"G{i}" for i in range(120)]])
     published = InputSummary(tmp_path / "adata_Training.h5ad", 221_273, 18_080, perts, np.array([]))
@@ -114,7 +116,7 @@ def test_threads_help_says_what_it_sets_and_state_notes_name_the_features_file(f
     for step, what in (("evaluate", "DE tests"), ("reference", "DE tests"), ("score", "DE tests"), ("predict", "random forest")):
         out = run_cli(["vcc.py", step, "--help"], check=True).stdout
         text = " ".join(out.split())
-        assert f"CPU threads for" in text and what in text and "vcc_threads" in text, step
+        assert "CPU threads for" in text and what in text and "vcc_threads" in text, step
     from txrepro.studies.vcc.data import Prepared
     from txrepro.studies.vcc.preprocess import prepare
     from txrepro.studies.vcc.state import _check_features

@@ -81,7 +81,8 @@ def test_killed_state_training_leaves_nothing_in_tmp_and_a_rerun_cleans_up(prep,
             time.sleep(0.02)
         assert copy.exists(), "the training copy should be written beside the output"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # a killed run: no cleanup of its own
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # a killed run: no cleanup of its own
         proc.wait()
     assert list(tmpdir.iterdir()) == []  # the copy of the training data never went to the temp folder
     left = sorted(p.name for p in out.parent.iterdir())
