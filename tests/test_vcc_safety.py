@@ -109,3 +109,16 @@ def test_killed_state_training_leaves_nothing_in_tmp_and_a_rerun_cleans_up(prep,
                    "--outdir", str(tmp_path / "p2"), "--device", "cpu"])
     assert_one_line_error(res, "pert_onehot_map.pt", "weights-only")
     assert not marker.exists()
+
+
+def test_stale_temporaries_of_a_killed_atomic_write_are_removed(tmp_path):
+    from txrepro.io.atomic import remove_stale_temporaries
+
+    (tmp_path / ".prepared.ab12.tmp").mkdir()  # atomic_dir(prepared) mid-write
+    (tmp_path / ".prepared.old").mkdir()  # atomic_dir mid-swap
+    (tmp_path / ".ridge_pred.x9.tmp.h5ad").write_text("partial")  # atomic_path(ridge_pred.h5ad)
+    (tmp_path / ".prepared.work").mkdir()  # not an atomic temporary: kept
+    (tmp_path / "prepared").mkdir()
+    removed = remove_stale_temporaries(tmp_path / "prepared") + remove_stale_temporaries(tmp_path / "ridge_pred.h5ad")
+    assert sorted(p.name for p in removed) == [".prepared.ab12.tmp", ".prepared.old", ".ridge_pred.x9.tmp.h5ad"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.work", "prepared"]

@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from txrepro.errors import InputError
-from txrepro.io.atomic import atomic_path, write_json
+from txrepro.io.atomic import atomic_path, remove_stale_temporaries, write_json
 from txrepro.runtime import get_logger, progress, seed_everything
 from txrepro.studies.vcc.data import Prepared
 from txrepro.studies.vcc.features import perturbation_features
@@ -264,6 +264,7 @@ def write_prediction(pred: CellPrediction, prepared: Prepared, path: Path, chunk
     obs = pd.DataFrame({prepared.pert_col: pd.Categorical(labels)},
                        index=[f"pred{i}" for i in range(n_pert)] + [f"ctrl.{x}" for x in ctrl.obs_names])
     var = pd.DataFrame(index=prepared.var_names.copy())
+    remove_stale_temporaries(path)  # a killed earlier run's partial prediction file
     with atomic_path(path) as tmp, CsrH5adWriter(tmp, len(obs), len(var)) as w:
         for i in progress(range(len(pred.perturbations)), "vcc predict: perturbations", len(pred.perturbations)):
             block = pred.make_block(i)

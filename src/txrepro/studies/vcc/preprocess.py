@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from txrepro.errors import InputError
-from txrepro.io.atomic import atomic_dir, write_json
+from txrepro.io.atomic import atomic_dir, remove_stale_temporaries, write_json
 from txrepro.io.checksum import verify_checksum
 from txrepro.runtime import get_logger, progress
 from txrepro.studies.vcc.data import (
@@ -147,6 +147,7 @@ def prepare(
     log.info("input %s: %d cells x %d genes, %d perturbations (train %d, val %d, test %d)", input_path,
              summary.n_obs, summary.n_vars, len(summary.perturbations), len(split["train"]), len(split["val"]), len(split["test"]))
 
+    remove_stale_temporaries(outdir)  # what a killed earlier run into this folder left
     src = ad.read_h5ad(input_path, backed="r")
     try:
         n, g = summary.n_obs, summary.n_vars

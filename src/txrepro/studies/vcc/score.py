@@ -172,7 +172,12 @@ def score(
     """Score `pred` against `real` with both evaluators; writes metrics.tsv, <model>_per_perturbation.tsv, score.json."""
     from txrepro.studies.vcc.summarise import score_rows
 
+    import re
+
     outdir = Path(outdir)
+    for value, param in ((model, option("--model", "vcc_score_model")), (dataset, option("--dataset", "vcc_score_dataset"))):
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+            raise InputError("params", param, "a name of letters, digits and _ . + -", repr(value))
     if model == BASELINE_NAME:
         raise InputError("params", option("--model", "vcc_score_model"), f"a name other than '{BASELINE_NAME}' (the baseline's rows)", repr(model))
     outdir.mkdir(parents=True, exist_ok=True)
