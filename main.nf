@@ -15,7 +15,7 @@ include { AGE_CLOCK; AGE_CLOCK_FIXTURE } from './modules/age_clock'
 include { SAGE_NET; SAGE_NET_FIXTURE } from './modules/sage_net'
 include { DRUGSEQ; DRUGSEQ_FIXTURE } from './modules/drugseq'
 include { GPO_VAE; GPO_VAE_FIXTURE } from './modules/gpo_vae'
-include { VCC; VCC_FIXTURE } from './modules/vcc'
+include { VCC; VCC_FIXTURE; VCC_SUPPORT_SET; VCC_SCORE } from './modules/vcc'
 
 // Under the strict syntax a command-line `--flag false` arrives as the string 'false', which
 // Groovy treats as true. Every boolean param goes through this one function.
@@ -136,6 +136,15 @@ workflow {
                     file(params.vcc_test_genes, checkIfExists: true),
                 ])
                 : VCC_FIXTURE(channel.of([id: 'vcc'])).data
+            if (params.vcc_support_set) {
+                // the support set's checksum is verified and its ESM2 features replace the features slot
+                if (params.vcc_features) {
+                    error("Give --vcc_features or --vcc_support_set, not both (the support set holds the features file)")
+                }
+                VCC_SUPPORT_SET(channel.of([[id: 'vcc'], file(params.vcc_support_set, checkIfExists: true)]))
+                ch_vcc = ch_vcc.join(VCC_SUPPORT_SET.out.features)
+                    .map { meta, counts, _features, test_genes, support_features -> [meta, counts, support_features, test_genes] }
+            }
             def vcc_scgpt_checkpoint = optionalFile(params.vcc_scgpt_checkpoint)
             def vcc_scgpt_runnable = params.vcc_scgpt_checkpoint || asBoolean('vcc_scgpt_allow_random_init', params.vcc_scgpt_allow_random_init)
             VCC(ch_vcc, params.vcc_models.toString().tokenize(',').collect { m -> m.trim() }, params.vcc_input ? 'provided' : 'fixture',
@@ -146,6 +155,18 @@ workflow {
         } else {
             ch_missing = ch_missing.mix(channel.of('vcc'))
         }
+    }
+    if (params.vcc_score_pred || params.vcc_score_real) {
+        // vcc score mode: published under <outdir>/vcc/score (docs/studies/vcc.md, "Scoring your own predictions")
+        if (!(params.vcc_score_pred && params.vcc_score_real)) {
+            error("Score mode needs both --vcc_score_real and --vcc_score_pred")
+        }
+        VCC_SCORE(channel.of([
+            [id: 'vcc_score'],
+            file(params.vcc_score_real, checkIfExists: true),
+            file(params.vcc_score_pred, checkIfExists: true),
+            optionalFile(params.vcc_score_baseline),
+        ]))
     }
 
     if ('sage_net' in studies) {

@@ -300,3 +300,60 @@ workflow VCC {
     run_info = VCC_SUMMARISE.out.run_info
     figures  = VCC_SUMMARISE.out.figures
 }
+
+/*
+ * Added processes (kept at the end of the file): the STATE support set and score mode.
+ */
+
+process VCC_SUPPORT_SET {
+    // competition_support_set.zip: its sha256 (assets/data_manifest.tsv) is checked, then
+    // ESM2_pert_features.pt is taken out of it as the features file (STATE, *_features models).
+    tag "${meta.id}"
+    label 'process_low'
+    container 'ghcr.io/txrepro/txrepro-vcc:0.1.0'
+
+    input:
+    tuple val(meta), path(support_zip)
+
+    output:
+    tuple val(meta), path('support_set/ESM2_pert_features.pt'), emit: features
+    tuple val("${task.process}"), val('txrepro'), eval('python -c "import txrepro; print(txrepro.__version__)"'), topic: versions, emit: versions
+
+    script:
+    """
+    vcc.py support-set --zip ${support_zip} --outdir support_set ${task.ext.args ?: ''}
+    """
+
+    stub:
+    """
+    mkdir -p support_set
+    touch support_set/ESM2_pert_features.pt
+    """
+}
+
+process VCC_SCORE {
+    // Score mode: a reviewer's own predictions against real cells, both evaluators, no prepare.
+    tag "${meta.id}"
+    label 'process_medium'
+    container 'ghcr.io/txrepro/txrepro-vcc:0.1.0'
+
+    input:
+    tuple val(meta), path(real, stageAs: 'real/*'), path(pred, stageAs: 'pred/*'), path(baseline, stageAs: 'baseline/*')
+
+    output:
+    tuple val(meta), path('score/*'), emit: score
+    tuple val("${task.process}"), val('cell-eval'), eval('python -c "from importlib.metadata import version; print(version(\'cell-eval\'))"'), topic: versions, emit: versions_cell_eval
+    tuple val("${task.process}"), val('txrepro'), eval('python -c "import txrepro; print(txrepro.__version__)"'), topic: versions, emit: versions
+
+    script:
+    // Without a baseline file `baseline` is [] and the overall scores are `not computed`.
+    """
+    vcc.py score --real ${real} --pred ${pred} --baseline '${baseline ?: ''}' --outdir score --threads ${task.cpus} ${task.ext.args ?: ''}
+    """
+
+    stub:
+    """
+    mkdir -p score
+    touch score/metrics.tsv score/score.json
+    """
+}

@@ -56,19 +56,24 @@ def test_report_has_every_published_vcc_row_with_the_right_verdict(e2e):
 def test_metrics_label_both_evaluators_and_ridge_beats_the_baseline(e2e):
     _, run, _ = e2e
     m = read_metrics(run.metrics).set_index(["model", "metric"])
-    for model in ("cell_mean", "ridge", "random_forest"):
+    for model in ("cell_mean", "ridge", "random_forest", "ridge_features", "random_forest_features"):
         for metric in ("DES", "PDS", "MAE", "overall_score", "overall_score_published_baseline"):
             assert m.loc[(model, metric), "notes"].startswith("project evaluator"), (model, metric)
         for metric in ("cell_eval_overlap_at_N", "cell_eval_discrimination_score_l1", "cell_eval_mae", "cell_eval_overall_score"):
             assert m.loc[(model, metric), "notes"].startswith("official evaluator"), (model, metric)
         assert m.loc[(model, "PDS"), "n"] == 4
-    assert "ESM2_pert_features.pt" in m.loc[("ridge", "DES"), "notes"]
+    # the published ridge / forest rows: the original one-hot design; the feature models: labelled alternatives
+    assert "one-hot target_gene / guide_id / batch (the original design" in m.loc[("ridge", "DES"), "notes"]
+    assert "ESM2_pert_features.pt" in m.loc[("ridge_features", "DES"), "notes"]
+    assert "alternative design, not in the published table" in m.loc[("random_forest_features", "PDS"), "notes"]
     assert m.loc[("cell_mean", "overall_score"), "value"] == 0.0
     assert m.loc[("cell_mean", "cell_eval_overall_score"), "value"] == 0.0
     for score in ("overall_score", "cell_eval_overall_score"):
-        assert m.loc[("ridge", score), "value"] > 20.0
-    assert m.loc[("ridge", "PDS"), "value"] > m.loc[("cell_mean", "PDS"), "value"]
-    assert m.loc[("ridge", "DES"), "value"] > m.loc[("cell_mean", "DES"), "value"]
+        assert m.loc[("ridge_features", score), "value"] > 20.0
+    assert m.loc[("ridge_features", "PDS"), "value"] > m.loc[("cell_mean", "PDS"), "value"]
+    assert m.loc[("ridge_features", "DES"), "value"] > m.loc[("cell_mean", "DES"), "value"]
+    # one-hot: every unseen test gene gets the same intercept + batch prediction, so PDS cannot beat chance
+    assert m.loc[("ridge", "PDS"), "value"] <= m.loc[("ridge_features", "PDS"), "value"]
     info = json.loads(run.run_info.read_text())
     assert info["data_source"] == "fixture" and info["status"] == "ok"
     for fig in run.figures:
@@ -78,9 +83,9 @@ def test_metrics_label_both_evaluators_and_ridge_beats_the_baseline(e2e):
 def test_same_inputs_and_seed_give_the_same_numbers(e2e, tmp_path):
     out, _, _ = e2e
     vcc = out / "vcc"
-    h5, _ = predict(vcc / "prepared", "ridge", tmp_path / "pred", features=vcc / "fixture" / "ESM2_pert_features.pt")
-    again = json.loads(evaluate(vcc / "prepared", vcc / "reference", h5, "ridge", tmp_path / "eval").read_text())
-    first = json.loads((vcc / "evaluations" / "ridge_eval.json").read_text())
+    h5, _ = predict(vcc / "prepared", "ridge_features", tmp_path / "pred", features=vcc / "fixture" / "ESM2_pert_features.pt")
+    again = json.loads(evaluate(vcc / "prepared", vcc / "reference", h5, "ridge_features", tmp_path / "eval").read_text())
+    first = json.loads((vcc / "evaluations" / "ridge_features_eval.json").read_text())
     assert again["project"] == first["project"] and again["cell_eval"] == first["cell_eval"]
 
 

@@ -104,10 +104,10 @@ def test_features_file_missing_a_training_gene(base, tmp_path):
     feats = torch.load(paths["features"], weights_only=True)
     del feats["T1"]
     torch.save(feats, tmp_path / "esm2.pt")
-    res = run_cli(["vcc.py", "predict", "--prepared", str(d / "prep"), "--model", "ridge", "--outdir", str(tmp_path / "p"),
+    res = run_cli(["vcc.py", "predict", "--prepared", str(d / "prep"), "--model", "ridge_features", "--outdir", str(tmp_path / "p"),
                    "--features", str(tmp_path / "esm2.pt")])
     assert_one_line_error(res, "esm2.pt", "perturbation features", "missing 1: T1")
-    assert not (tmp_path / "p" / "ridge_pred.h5ad").exists()
+    assert not (tmp_path / "p" / "ridge_features_pred.h5ad").exists()
 
 
 def test_features_file_that_is_not_a_dict_or_is_ragged(tmp_path):

@@ -35,7 +35,7 @@ def score(world, pred: ad.AnnData):
     prepared, _, real_stats, _ = world
     pred_stats = dataset_stats(pred, "target_gene", CONTROL)
     proj = project_metrics(real_stats, pred_stats).set_index("perturbation")
-    ce, agg = cell_eval_metrics(real_stats, pred_stats, pert_col="target_gene", var_names=prepared.var_names)
+    ce, agg = cell_eval_metrics(real_stats, pred_stats, pert_col="target_gene", var_names=prepared.var_names, workdir=prepared.folder.parent)
     return proj, ce.set_index("perturbation"), agg
 
 

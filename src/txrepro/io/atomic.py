@@ -54,6 +54,24 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove what a killed `atomic_dir(path)` / `atomic_path(path)` left beside `path`.
+
+    Those temporaries are hidden siblings named `.<name>.*.tmp*` (and `.<name>.old` mid-swap);
+    a new run into the same target calls this first so an interrupted run leaves nothing behind.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    stem = target.name if target.suffix == "" else target.stem
+    removed = []
+    for p in target.parent.glob(f".{stem}.*"):
+        if ".tmp" in p.name[len(stem) + 2 :] or p.name == f".{target.name}.old":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
+    return removed
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

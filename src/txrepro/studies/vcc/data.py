@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from txrepro.errors import InputError
 from txrepro.io.anndata import read_h5ad_checked, require_counts
-from txrepro.studies.vcc.params import DataParams
+from txrepro.studies.vcc.params import DATASET, PUBLISHED_PERTURBATIONS, PUBLISHED_SHAPE, DataParams, default_test_genes_path
 
 PREPARED_H5AD = "prepared.h5ad"
 GROUP_MEANS_H5AD = "group_means.h5ad"
@@ -94,6 +94,53 @@ def check_input(path: str | Path, dp: DataParams, test_genes: list[str], test_ge
         adata.file.close()
 
 
+def published_mismatches(summary: InputSummary, dp: DataParams, test_genes: list[str]) -> list[str]:
+    """How the input differs from the published VCC training file and its 30-gene test split.
+
+    No checksum is published for adata_Training.h5ad (assets/data_manifest.tsv), so the file is
+    recognised by what the paper reports about it: 221,273 cells x 18,080 genes, 150 target genes
+    plus `non-targeting` controls, and the test genes the course gave (the bundled list).
+    """
+    out = []
+    if (summary.n_obs, summary.n_vars) != PUBLISHED_SHAPE:
+        out.append(f"{summary.n_obs:,} cells x {summary.n_vars:,} genes, not {PUBLISHED_SHAPE[0]:,} x {PUBLISHED_SHAPE[1]:,}")
+    if len(summary.perturbations) != PUBLISHED_PERTURBATIONS:
+        out.append(f"{len(summary.perturbations)} perturbations, not {PUBLISHED_PERTURBATIONS}")
+    if dp.control != DataParams().control:
+        out.append(f"control label '{dp.control}', not '{DataParams().control}'")
+    if sorted(test_genes) != sorted(read_gene_list(default_test_genes_path())):
+        out.append("test genes other than the published 30")
+    return out
+
+
+def resolve_dataset(requested: str | None, summary: InputSummary, dp: DataParams, test_genes: list[str],
+                    *, fixture: bool = False) -> tuple[str, bool]:
+    """(dataset name for the metrics rows, whether published numbers may be compared with them).
+
+    * the fixture stands in for the published dataset (the report marks those rows as fixture);
+    * otherwise the published name is given only to the published file and split: by default when
+      `published_mismatches` finds nothing, and `vcc_dataset: vcc_h1_crispri` on other data is
+      refused, so the report never sets another dataset's numbers beside the published ones;
+    * any other data is named by `vcc_dataset`, or after the input file.
+    """
+    import re
+
+    if fixture:
+        return (requested or DATASET), (requested or DATASET) == DATASET
+    mismatches = published_mismatches(summary, dp, test_genes)
+    if requested == DATASET and mismatches:
+        raise InputError("params", "vcc_dataset", f"'{DATASET}' only for the published VCC training file and its 30-gene test split",
+                         f"{summary.path.name}: " + "; ".join(mismatches))
+    if requested:
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", requested):
+            raise InputError("params", "vcc_dataset", "a name of letters, digits and _ . + -", repr(requested))
+        return requested, requested == DATASET
+    if not mismatches:
+        return DATASET, True
+    stem = re.sub(r"[^A-Za-z0-9_.+-]+", "_", summary.path.name.removesuffix(".h5ad")).strip("_") or "input"
+    return f"vcc_user_{stem}", False
+
+
 def make_split(perturbations: list[str], test_genes: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
     """The project's split: fixed test genes; the rest, sorted, through train_test_split(0.2, 42)."""
     from sklearn.model_selection import train_test_split
@@ -136,6 +183,16 @@ class Prepared:
     @property
     def split(self) -> dict[str, list[str]]:
         return self.info["split"]
+
+    @property
+    def dataset(self) -> str:
+        """The dataset name of the metrics rows (prepare decides it: `resolve_dataset`)."""
+        return str(self.info.get("dataset") or DATASET)
+
+    @property
+    def published_dataset(self) -> bool:
+        """True when this is the published dataset, so published numbers may be compared."""
+        return bool(self.info.get("published_dataset", self.dataset == DATASET))
 
     @cached_property
     def group_means(self) -> ad.AnnData:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,11 +213,17 @@ def _bulk_adata(stats: DatasetStats, pert_col: str, var_names: pd.Index) -> ad.A
     return ad.AnnData(X=stats.means.copy(), obs=obs, var=pd.DataFrame(index=var_names.copy()))
 
 
-def cell_eval_metrics(real: DatasetStats, pred: DatasetStats, *, pert_col: str, var_names: pd.Index, threads: int = 1) -> tuple[pd.DataFrame, pl.DataFrame]:
-    """cell-eval MetricsEvaluator(profile='vcc') on precomputed DE tables and pseudobulk pairs."""
+def cell_eval_metrics(real: DatasetStats, pred: DatasetStats, *, pert_col: str, var_names: pd.Index, workdir: Path,
+                      threads: int = 1) -> tuple[pd.DataFrame, pl.DataFrame]:
+    """cell-eval MetricsEvaluator(profile='vcc') on precomputed DE tables and pseudobulk pairs.
+
+    `workdir` (under the step's output folder, never /tmp) is the outdir cell-eval insists on
+    creating; it writes nothing there with write_csv=False, and it is removed afterwards.
+    """
     from cell_eval import MetricsEvaluator
 
-    workdir = Path(tempfile.mkdtemp(prefix="txrepro-cell-eval-"))
+    workdir = Path(workdir) / "cell_eval"
+    shutil.rmtree(workdir, ignore_errors=True)
     try:
         ev = MetricsEvaluator(
             adata_pred=_bulk_adata(pred, pert_col, var_names),
@@ -316,21 +321,26 @@ def evaluate(prepared_dir: str | Path, reference_dir: str | Path, predictions: s
     prepared = Prepared(prepared_dir)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=".evaluate.", dir=outdir))
+    workdir = outdir / f".{model}.evaluate.work"  # a fixed name: a re-run removes what a killed one left
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir()
     try:
         pred_path, labels = open_predictions(predictions, prepared, workdir)
         real = DatasetStats.load(Path(reference_dir), REFERENCE_PREFIX)
         pred = dataset_stats_h5ad(pred_path, labels, prepared.pert_col, prepared.control, threads)
+        proj = project_metrics(real, pred)
+        ce_per, ce_agg = cell_eval_metrics(real, pred, pert_col=prepared.pert_col, var_names=prepared.var_names, workdir=workdir,
+                                           threads=threads)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    proj = project_metrics(real, pred)
-    ce_per, ce_agg = cell_eval_metrics(real, pred, pert_col=prepared.pert_col, var_names=prepared.var_names, threads=threads)
     per = proj.merge(ce_per, on="perturbation", how="left")
     ce_mean = ce_agg.filter(pl.col("statistic") == "mean").to_dicts()[0]
     info_path = Path(predictions).with_name(f"{model}_model.json")
     model_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     summary = {
         "model": model,
+        "dataset": prepared.dataset,
+        "published_dataset": prepared.published_dataset,
         "n_perturbations": len(proj),
         "project": {"DES": _nanmean(proj["DES"]), "PDS": float(proj["PDS"].mean()), "MAE": float(proj["MAE"].mean()),
                     "n_DES": int(proj["DES"].notna().sum())},

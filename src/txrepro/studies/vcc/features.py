@@ -20,6 +20,8 @@ from txrepro.studies.vcc.data import Prepared
 
 log = get_logger(__name__)
 
+FIELD = "perturbation features (vcc_features / --features)"
+
 
 @dataclass(frozen=True)
 class PerturbationFeatures:
@@ -38,16 +40,16 @@ def load_embedding_file(path: str | Path, needed: list[str]) -> PerturbationFeat
 
     p = Path(path)
     if not p.is_file():
-        raise InputError(p, "perturbation features", "an existing .pt file (dict gene -> 1-D tensor)", "nothing at this path")
+        raise InputError(p, FIELD, "an existing .pt file (dict gene -> 1-D tensor)", "nothing at this path")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or pickled-object file
-        raise InputError(p, "perturbation features", "a torch-saved dict of gene -> 1-D tensor", type(exc).__name__) from None
+        raise InputError(p, FIELD, "a torch-saved dict of gene -> 1-D tensor", type(exc).__name__) from None
     if not isinstance(obj, dict) or not obj:
-        raise InputError(p, "perturbation features", "a non-empty dict of gene -> 1-D tensor", type(obj).__name__)
+        raise InputError(p, FIELD, "a non-empty dict of gene -> 1-D tensor", type(obj).__name__)
     missing = [g for g in needed if g not in obj]
     if missing:
-        raise InputError(p, "perturbation features", "a vector for every training and test perturbation gene",
+        raise InputError(p, FIELD, "a vector for every training and test perturbation gene",
                          f"missing {len(missing)}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     rows = []
     for g in needed:
@@ -55,9 +57,9 @@ def load_embedding_file(path: str | Path, needed: list[str]) -> PerturbationFeat
         arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
         arr = np.asarray(arr, dtype=np.float64).ravel()
         if rows and arr.size != rows[0].size:
-            raise InputError(p, f"perturbation features['{g}']", f"length {rows[0].size} like the others", f"length {arr.size}")
+            raise InputError(p, f"{FIELD}['{g}']", f"length {rows[0].size} like the others", f"length {arr.size}")
         if not np.all(np.isfinite(arr)):
-            raise InputError(p, f"perturbation features['{g}']", "finite numbers", "NaN or inf")
+            raise InputError(p, f"{FIELD}['{g}']", "finite numbers", "NaN or inf")
         rows.append(arr)
     return PerturbationFeatures(list(needed), np.vstack(rows), f"features: {p.name} ({rows[0].size}-d per target gene)")
 
@@ -69,7 +71,7 @@ def pca_loading_features(prepared: Prepared, needed: list[str], *, n_pcs: int, p
     var_index = {g: i for i, g in enumerate(prepared.var_names)}
     missing = [g for g in needed if g not in var_index]
     if missing:
-        raise InputError(prepared.h5ad, "var_names", "every perturbation gene among the measured genes (the fallback features are its PCA loadings); or give --features",
+        raise InputError(prepared.h5ad, "var_names", "every perturbation gene among the measured genes (the fallback features are its PCA loadings); or give a features file (vcc_features / --features)",
                          f"missing {', '.join(missing[:5])}")
     ctrl = prepared.control_rows().X
     rng = np.random.default_rng(seed)

@@ -5,8 +5,9 @@ perturbation (the real test cell counts), because cell-eval scores cells. The wr
 appends the real control cells, as cell-eval's own baseline does, so every model is scored
 against the same controls.
 
-Registered here: the cell-mean baseline (cell-eval's definition), ridge and random forest on
-per-perturbation features; STATE (state.py) and scGPT (scgpt_perturb.py) register the same way: a
+Registered here: the cell-mean baseline (cell-eval's definition) and the labelled alternatives
+`ridge_features` / `random_forest_features` (per-perturbation features instead of the original
+design); `ridge` / `random_forest` in the original one-hot design live in onehot.py; STATE (state.py) and scGPT (scgpt_perturb.py) register the same way: a
 class with `name` and `predict(ctx) -> CellPrediction` and a line in PREDICTORS; heavy imports
 stay inside. Models that start from control cells (STATE, scGPT) share `cells_from_control_rows`.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import importlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from txrepro.errors import InputError
-from txrepro.io.atomic import atomic_path, write_json
+from txrepro.io.atomic import atomic_path, remove_stale_temporaries, write_json
 from txrepro.runtime import get_logger, progress, seed_everything
 from txrepro.studies.vcc.data import Prepared
 from txrepro.studies.vcc.features import perturbation_features
@@ -38,12 +39,14 @@ log = get_logger(__name__)
 # name -> "module:Class"; imported only when the model is run.
 PREDICTORS: dict[str, str] = {
     "cell_mean": "txrepro.studies.vcc.models:CellMeanBaseline",
-    "ridge": "txrepro.studies.vcc.models:RidgeEffects",
-    "random_forest": "txrepro.studies.vcc.models:RandomForestEffects",
+    "ridge": "txrepro.studies.vcc.onehot:RidgeOneHot",
+    "random_forest": "txrepro.studies.vcc.onehot:RandomForestOneHot",
     "state": "txrepro.studies.vcc.state:StatePredictor",
     "state_more_steps": "txrepro.studies.vcc.state:StateMoreStepsPredictor",
     "scgpt_zero_shot": "txrepro.studies.vcc.scgpt_perturb:ScGPTZeroShot",
     "scgpt_finetuned": "txrepro.studies.vcc.scgpt_perturb:ScGPTFinetuned",
+    "ridge_features": "txrepro.studies.vcc.models:RidgeEffects",
+    "random_forest_features": "txrepro.studies.vcc.models:RandomForestEffects",
 }
 
 # Published models without a predictor in this version, and why (shown as `not computed`).
@@ -85,6 +88,9 @@ class CellPrediction:
     make_block: Callable[[int], sp.csr_matrix]  # index into perturbations -> (n_cells[i] x genes)
     info: dict[str, Any]
     effects: np.ndarray | None = None  # predicted pseudobulk effects, for models that predict them
+    # The model's own control cells (blocks, in the prepared control order), for models whose original
+    # was scored with its predicted controls; None: the real control cells, as cell-eval's baseline.
+    make_controls: Callable[[], Iterable[sp.csr_matrix]] | None = None
 
 
 class Predictor(ABC):
@@ -97,7 +103,7 @@ class Predictor(ABC):
 def get_predictor(name: str) -> Predictor:
     if name not in PREDICTORS:
         known = ", ".join(PREDICTORS)
-        raise InputError("--model", "model", f"one of {known}", repr(name) + (f" ({PLANNED[name]})" if name in PLANNED else ""))
+        raise InputError("command line", "model (--model; parameter vcc_models)", f"one of {known}", repr(name) + (f" ({PLANNED[name]})" if name in PLANNED else ""))
     module, cls = PREDICTORS[name].split(":")
     return getattr(importlib.import_module(module), cls)()
 
@@ -195,9 +201,10 @@ class _EffectRegressor(Predictor):
 
 class RidgeEffects(_EffectRegressor):
     """Features -> ridge (intercept, no rescaling: PCA loadings carry their variance as weight);
-    alpha chosen on the validation genes, then refit on train+val."""
+    alpha chosen on the validation genes, then refit on train+val. An alternative to the
+    original one-hot design (`ridge`), not in the published table."""
 
-    name = "ridge"
+    name = "ridge_features"
 
     def predict(self, ctx: PredictionContext) -> CellPrediction:
         from sklearn.linear_model import Ridge
@@ -228,10 +235,10 @@ class RandomForestEffects(_EffectRegressor):
 
     A multi-output forest over 18,080 genes re-scores every gene at every split (hours); the
     effects of ~120 training perturbations live in at most 119 dimensions, so we predict their
-    PCA scores and map back. The original project's forest settings are not public.
+    PCA scores and map back. An alternative to the one-hot design (`random_forest`).
     """
 
-    name = "random_forest"
+    name = "random_forest_features"
 
     def predict(self, ctx: PredictionContext) -> CellPrediction:
         from sklearn.decomposition import PCA
@@ -250,21 +257,32 @@ class RandomForestEffects(_EffectRegressor):
 
 
 def write_prediction(pred: CellPrediction, prepared: Prepared, path: Path, chunk_size: int = 10_000) -> Path:
-    """Predicted perturbed cells, then the real control cells, as one h5ad (atomically)."""
+    """Predicted perturbed cells, then the control cells (real, or the model's own), as one h5ad (atomically)."""
     ctrl = prepared.control_rows()
     n_pert = int(pred.n_cells.sum())
     labels = np.concatenate([np.repeat(pred.perturbations, pred.n_cells.astype(int)), np.repeat(prepared.control, ctrl.n_obs)])
     obs = pd.DataFrame({prepared.pert_col: pd.Categorical(labels)},
                        index=[f"pred{i}" for i in range(n_pert)] + [f"ctrl.{x}" for x in ctrl.obs_names])
     var = pd.DataFrame(index=prepared.var_names.copy())
+    remove_stale_temporaries(path)  # a killed earlier run's partial prediction file
     with atomic_path(path) as tmp, CsrH5adWriter(tmp, len(obs), len(var)) as w:
         for i in progress(range(len(pred.perturbations)), "vcc predict: perturbations", len(pred.perturbations)):
             block = pred.make_block(i)
             if block.shape != (int(pred.n_cells[i]), len(var)):
                 raise ValueError(f"predictor returned {block.shape} for {pred.perturbations[i]}")
             w.append(block)
-        for start in range(0, ctrl.n_obs, chunk_size):
-            w.append(ctrl.X[start : start + chunk_size])
+        if pred.make_controls is None:
+            for start in range(0, ctrl.n_obs, chunk_size):
+                w.append(ctrl.X[start : start + chunk_size])
+        else:
+            n = 0
+            for block in pred.make_controls():
+                if block.shape[1] != len(var):
+                    raise ValueError(f"predictor returned {block.shape[1]} genes for control cells")
+                w.append(block)
+                n += block.shape[0]
+            if n != ctrl.n_obs:
+                raise ValueError(f"predictor returned {n} control cells, expected {ctrl.n_obs}")
         w.finish(obs, var, {"txrepro_vcc": {"pert_col": prepared.pert_col, "control": prepared.control}})
     return path
 
@@ -285,6 +303,7 @@ def predict(prepared_dir: str | Path, model: str, outdir: str | Path, *, feature
     outdir.mkdir(parents=True, exist_ok=True)
     h5 = write_prediction(pred, prepared, outdir / f"{model}_pred.h5ad")
     info = {"model": model, "seed": params.seed, "test_perturbations": pred.perturbations,
+            "controls": "real control cells" if pred.make_controls is None else "the model's predicted control cells",
             "n_cells": [int(x) for x in pred.n_cells], "seconds": round(time.perf_counter() - t0, 2), **pred.info}
     js = write_json(outdir / f"{model}_model.json", info)
     log.info("%s: predicted %d perturbations (%s) in %.1f s", model, len(pred.perturbations), pred.info.get("features"), info["seconds"])

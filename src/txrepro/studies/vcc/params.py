@@ -15,12 +15,26 @@ from typing import Any
 from txrepro.errors import InputError
 from txrepro.paths import assets_dir
 
-DATASET = "vcc_h1_crispri"
+DATASET = "vcc_h1_crispri"  # the published dataset (assets/published_metrics.tsv)
 SPLIT = "test"
-DEFAULT_MODELS = ("cell_mean", "ridge", "random_forest", "state", "state_more_steps", "scgpt_zero_shot", "scgpt_finetuned")
+# What the published training file looks like (studies.md "vcc" section 1; no checksum is published
+# for it, so these, with the bundled 30-gene test split, are how a run recognises it).
+PUBLISHED_SHAPE = (221_273, 18_080)
+PUBLISHED_PERTURBATIONS = 150
+# Labelled alternatives (not in the published table): ridge / random forest on per-perturbation
+# features (the ESM2 file or the PCA-loading fallback) instead of the original one-hot design.
+FEATURE_MODELS = ("ridge_features", "random_forest_features")
+DEFAULT_MODELS = ("cell_mean", "ridge", "random_forest", "state", "state_more_steps", "scgpt_zero_shot", "scgpt_finetuned", *FEATURE_MODELS)
 STATE_MODELS = ("state", "state_more_steps")
 SCGPT_MODELS = ("scgpt_zero_shot", "scgpt_finetuned")
 TEST_GENES_ASSET = "vcc_test_genes.txt"
+# Column-name params where '' means "no such column: skip the check" (not "unset").
+EMPTY_MEANS_SKIP = ("gene_col", "batch_col", "guide_col")
+
+
+def option(cli: str, param: str) -> str:
+    """How an error names a setting: the step's option and the parameter of a params file / Nextflow."""
+    return f"{cli} (parameter {param})"
 
 
 def default_test_genes_path() -> Path:
@@ -144,8 +158,10 @@ class VccRunParams:
 
     input: Path | None = None
     features: Path | None = None
+    support_set: Path | None = None
     test_genes: Path | None = None
     input_checksum: str | None = None
+    dataset: str | None = None
     models: tuple[str, ...] = DEFAULT_MODELS
     threads: int = 1
     data: DataParams = field(default_factory=DataParams)
@@ -167,6 +183,10 @@ class VccRunParams:
 
         data_kw: dict[str, Any] = {}
         for f in fields(DataParams):
+            raw = params.get(f"vcc_{f.name}")
+            if f.name in EMPTY_MEANS_SKIP and isinstance(raw, str) and raw.strip() == "":
+                data_kw[f.name] = ""  # documented: an empty column name skips that column's check
+                continue
             v = get(f.name)
             if v is not None:
                 data_kw[f.name] = _coerce(f"vcc_{f.name}", v, type(getattr(DataParams(), f.name)))
@@ -186,8 +206,10 @@ class VccRunParams:
         return cls(
             input=Path(get("input")) if get("input") else None,
             features=Path(get("features")) if get("features") else None,
+            support_set=Path(get("support_set")) if get("support_set") else None,
             test_genes=Path(get("test_genes")) if get("test_genes") else None,
             input_checksum=str(get("input_checksum")) if get("input_checksum") else None,
+            dataset=str(get("dataset")).strip() if get("dataset") else None,
             models=models,
             threads=_coerce("vcc_threads", get("threads") or 1, int),
             data=DataParams(**data_kw),

@@ -13,7 +13,7 @@ from txrepro.studies.vcc.params import SCGPT_MODELS, STATE_MODELS, VccRunParams
 
 log = get_logger(__name__)
 
-STEPS: tuple[str, ...] = ("prepare", "reference", "state-train", "scgpt-finetune", "predict", "evaluate", "summarise")
+STEPS: tuple[str, ...] = ("support-set", "prepare", "reference", "state-train", "scgpt-finetune", "predict", "evaluate", "summarise", "score")
 
 
 def check_models(models: tuple[str, ...]) -> None:
@@ -38,6 +38,9 @@ def reproduce(outdir: Path, *, profile: Profile = "test", params: Mapping[str, A
     rp = VccRunParams.from_params(params, profile)
     check_models(rp.models)
     outdir = Path(outdir)
+    if rp.features and rp.support_set:
+        raise InputError("params", "vcc_features / vcc_support_set", "one of them (the support set's ESM2_pert_features.pt is the features file)",
+                         "both")
     if rp.input is None:
         if profile == "full":
             return missing_data_run(outdir, "vcc", params={k: v for k, v in params.items() if k.startswith("vcc_")})
@@ -47,9 +50,15 @@ def reproduce(outdir: Path, *, profile: Profile = "test", params: Mapping[str, A
         input_path, features, test_genes, source = fx["input"], rp.features or fx["features"], rp.test_genes or fx["test_genes"], "fixture"
     else:
         input_path, features, test_genes, source = rp.input, rp.features, rp.test_genes, "provided"
+    if rp.support_set:  # verified against the manifest checksum before any other work
+        from txrepro.studies.vcc.support_set import support_set_features
+
+        features = support_set_features(rp.support_set, outdir / "support_set")
 
     prepared = outdir / "prepared"
-    prepare(input_path, prepared, dp=rp.data, test_genes_file=test_genes, input_checksum=rp.input_checksum)
+    # the features file is checked here, right after the input's columns, before the long passes
+    prepare(input_path, prepared, dp=rp.data, test_genes_file=test_genes, input_checksum=rp.input_checksum, dataset=rp.dataset,
+            fixture=source == "fixture", features=features)
     ref = reference(prepared, outdir / "reference", threads=rp.threads)
     trained: dict[str, Path] = {}
     not_run: dict[str, str] = {}
@@ -74,6 +83,7 @@ def reproduce(outdir: Path, *, profile: Profile = "test", params: Mapping[str, A
                                trained=trained.get(model), device=rp.device, scgpt=rp.scgpt, scgpt_checkpoint=rp.scgpt_checkpoint,
                                scgpt_allow_random_init=rp.scgpt_allow_random_init, scgpt_verify_checksums=rp.scgpt_verify_checksums)
         evaluations.append(evaluate(prepared, ref, pred_h5ad, model, outdir / "evaluations", threads=rp.threads))
-    inputs = {"input": str(input_path), "features": str(features or ""), "test_genes": str(test_genes or "bundled 30 published genes")}
+    inputs = {"input": str(input_path), "features": str(features or ""), "support_set": str(rp.support_set or ""),
+              "test_genes": str(test_genes or "bundled 30 published genes")}
     used = {k: v for k, v in params.items() if k.startswith("vcc_")}
     return summarise(evaluations, outdir, data_source=source, selected_models=rp.models, inputs=inputs, params=used, not_run=not_run)

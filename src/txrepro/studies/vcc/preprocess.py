@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from txrepro.errors import InputError
-from txrepro.io.atomic import atomic_dir, write_json
+from txrepro.io.atomic import atomic_dir, remove_stale_temporaries, write_json
 from txrepro.io.checksum import verify_checksum
 from txrepro.runtime import get_logger, progress
 from txrepro.studies.vcc.data import (
@@ -37,6 +37,7 @@ from txrepro.studies.vcc.data import (
     check_input,
     make_split,
     read_gene_list,
+    resolve_dataset,
 )
 from txrepro.studies.vcc.h5ad_stream import CsrH5adWriter, iter_row_blocks
 from txrepro.studies.vcc.params import DataParams, default_test_genes_path
@@ -115,8 +116,16 @@ def prepare(
     dp: DataParams = DataParams(),
     test_genes_file: str | Path | None = None,
     input_checksum: str | None = None,
+    dataset: str | None = None,
+    fixture: bool = False,
+    features: str | Path | None = None,
 ) -> PrepareResult:
-    """Check the input, normalise it in blocks, select HVGs, split by perturbation gene."""
+    """Check the input, normalise it in blocks, select HVGs, split by perturbation gene.
+
+    `dataset` names the metrics rows (`resolve_dataset`: the published name only for the published
+    file); `features`, when given, is checked here, before the long passes, for a vector per
+    perturbation gene (the models read it much later).
+    """
     t0 = time.perf_counter()
     input_path = Path(input_path)
     outdir = Path(outdir)
@@ -129,10 +138,16 @@ def prepare(
     if input_checksum:
         verify_checksum(input_path, input_checksum)
     summary = check_input(input_path, dp, test_genes, tg_file)
+    dataset_name, published = resolve_dataset(dataset, summary, dp, test_genes, fixture=fixture)
+    if features:
+        from txrepro.studies.vcc.features import load_embedding_file
+
+        load_embedding_file(features, summary.perturbations)
     split = make_split(summary.perturbations, test_genes, dp.val_fraction, dp.seed)
     log.info("input %s: %d cells x %d genes, %d perturbations (train %d, val %d, test %d)", input_path,
              summary.n_obs, summary.n_vars, len(summary.perturbations), len(split["train"]), len(split["val"]), len(split["test"]))
 
+    remove_stale_temporaries(outdir)  # what a killed earlier run into this folder left
     src = ad.read_h5ad(input_path, backed="r")
     try:
         n, g = summary.n_obs, summary.n_vars
@@ -200,12 +215,16 @@ def prepare(
             info = {
                 "pert_col": dp.pert_col,
                 "control": dp.control,
+                "guide_col": dp.guide_col,
+                "batch_col": dp.batch_col,
                 "split": split,
                 "seed": dp.seed,
                 "val_fraction": dp.val_fraction,
                 "test_genes_file": str(tg_file),
                 "input": str(input_path),
                 "input_checksum_verified": bool(input_checksum),
+                "dataset": dataset_name,
+                "published_dataset": published,
                 "n_obs": n,
                 "n_vars": g,
                 "nnz": int(nnz),
@@ -217,5 +236,6 @@ def prepare(
             gm_obs.reset_index().rename(columns={dp.pert_col: "perturbation"}).to_csv(tmp / SPLIT_TSV, sep="\t", index=False)
     finally:
         src.file.close()
+    log.info("dataset %s (%s)", dataset_name, "published numbers compared" if published else "not the published dataset: no published comparison")
     log.info("prepared %s in %.1f s (%d HVGs)", outdir, time.perf_counter() - t0, hvg_idx.size)
     return PrepareResult(outdir, n, g, int(hvg_idx.size), float(target_sum), split)

@@ -396,7 +396,7 @@ class ScGPTFinetuned(Predictor):
 
     def predict(self, ctx: PredictionContext) -> CellPrediction:
         if ctx.trained is None:
-            raise InputError("--trained", "trained model", "the output folder of `vcc.py scgpt-finetune` for model scgpt_finetuned", "not given")
+            raise InputError("command line", "trained model (--trained; Nextflow passes the training step's folder)", "the output folder of `vcc.py scgpt-finetune` for model scgpt_finetuned", "not given")
         model, genes, info = load_finetuned(ctx.trained, ctx.prepared)
         extra = f", best epoch {info['best_epoch']} (train loss {info['initial_train_loss']:.4g} before fine-tuning)"
         origin = info["origin"] if info.get("random_init") else f"fine-tuned from {info['origin']}"

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from txrepro.errors import InputError
-from txrepro.io.atomic import atomic_dir, write_json
+from txrepro.io.atomic import atomic_dir, remove_stale_temporaries, write_json
 from txrepro.runtime import get_logger, progress
 from txrepro.studies.vcc.data import PREPARED_H5AD, Prepared
 from txrepro.studies.vcc.features import load_embedding_file
@@ -52,7 +51,11 @@ TOML_FILE = "split.toml"
 CHECKPOINT = {"state": "state.ckpt", "state_more_steps": "state_more_steps.ckpt"}
 TRAIN_INFO = "train_info.json"
 LOSS_CSV = "training_log.csv"
-RUN_ARTEFACTS = ("config.yaml", "pert_onehot_map.pt", "var_dims.pkl", "batch_onehot_map.torch", "cell_type_onehot_map.torch")
+PERT_MAP = "pert_onehot_map.pt"
+RUN_ARTEFACTS = ("config.yaml", "var_dims.pkl", "batch_onehot_map.torch", "cell_type_onehot_map.torch")
+# Said in the rows of a STATE run without perturbation features (summarise relabels those rows).
+NO_FEATURES = ("trained without perturbation features (vcc_features or vcc_support_set: the starter set's ESM2_pert_features.pt), "
+               "so the unseen test genes got untrained one-hot slots")
 
 
 def hvg_columns(prepared: Prepared) -> np.ndarray:
@@ -174,17 +177,21 @@ def hydra_overrides(sp: StateParams, *, toml: Path, control: str, features: Path
 
 
 @contextlib.contextmanager
-def _arc_state_environment(device: str) -> Iterator[None]:
+def _arc_state_environment(device: str, scratch: Path | None = None) -> Iterator[None]:
     """No wandb, no network; arc-state's chatter to stderr so stdout keeps our result lines.
 
     `run_tx_train` picks the GPU whenever CUDA is visible; `device='cpu'` hides it for the run.
+    `scratch`: torch's compile caches go there (under the output) instead of the temp folder.
     """
     from unittest import mock
 
     import torch
 
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")}
-    os.environ.update({"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env = {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if scratch is not None:
+        env.update({"TORCHINDUCTOR_CACHE_DIR": str(scratch / "torchinductor"), "TRITON_CACHE_DIR": str(scratch / "triton")})
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     hide_gpu = mock.patch.object(torch.cuda, "is_available", return_value=False) if device == "cpu" else contextlib.nullcontext()
     try:
         with contextlib.redirect_stdout(sys.stderr), hide_gpu:
@@ -198,12 +205,37 @@ def _arc_state_environment(device: str) -> Iterator[None]:
 
 
 def _check_features(prepared: Prepared, features: Path | None) -> str:
-    """Every perturbation needs an ESM2 vector: cell-load would silently use zeros for a missing one."""
+    """Every perturbation needs a vector: cell-load would silently use zeros for a missing one."""
     if features is None:
-        return "one-hot perturbations (no ESM2 file: unseen test perturbations get untrained one-hot slots)"
+        return "one-hot perturbations: " + NO_FEATURES
     needed = sorted({*prepared.split["train"], *prepared.split["val"], *prepared.split["test"]})
     feats = load_embedding_file(features, needed)
-    return f"ESM2 perturbation features ({Path(features).name}, {feats.matrix.shape[1]}-d)"
+    return f"perturbation features from {Path(features).name} ({feats.matrix.shape[1]}-d per target gene)"
+
+
+def work_folder(outdir: Path) -> Path:
+    """Scratch space beside the output (never /tmp): cell-load's copy of the training cells, the run."""
+    return outdir.parent / f".{outdir.name}.work"
+
+
+def clean_leftovers(outdir: Path) -> None:
+    """Remove what a killed run into `outdir` left: its scratch folder and unfinished output."""
+    shutil.rmtree(work_folder(outdir), ignore_errors=True)
+    remove_stale_temporaries(outdir)
+
+
+def save_perturbation_map(src: Path, dst: Path) -> None:
+    """arc-state's perturbation map (gene -> vector) re-saved with plain str keys.
+
+    arc-state pickles numpy string keys, which `torch.load(weights_only=True)` refuses; this file
+    was written a moment ago by the run in our own scratch folder, so numpy scalars are allowed
+    for this one read. What `predict` later reads is plain tensors under str keys.
+    """
+    import torch
+
+    with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype, type(np.dtype("U"))]):
+        raw = torch.load(src, map_location="cpu", weights_only=True)
+    torch.save({str(k): v.detach().clone() for k, v in raw.items()}, dst)
 
 
 def train_state(
@@ -230,8 +262,10 @@ def train_state(
     feature_note = _check_features(prepared, features)
     budgets = sorted({("state_more_steps", params.more_steps_step), ("state", params.max_steps)}, key=lambda kv: (kv[1], kv[0]))
     outdir = Path(outdir)
-    with atomic_dir(outdir) as tmp, tempfile.TemporaryDirectory(prefix="txrepro_state_") as work:
-        work = Path(work)
+    clean_leftovers(outdir)
+    work = work_folder(outdir)
+    work.mkdir(parents=True)
+    with atomic_dir(outdir) as tmp, _removed_after(work):
         info = write_training_file(prepared, work / INPUT_FILE, batch_col=batch_col)
         write_split_toml(work / TOML_FILE, work / INPUT_FILE, info["cell_types"], prepared.split["val"])
         shutil.copy(work / TOML_FILE, tmp / TOML_FILE)
@@ -240,7 +274,7 @@ def train_state(
         for row, steps in progress(budgets, "vcc STATE training stages", len(budgets)):
             log.info("STATE (%s preset): training to step %d for the `%s` row on %s", params.config, steps, row, device)
             _run_tx_train(hydra_overrides(params, toml=work / TOML_FILE, control=prepared.control, features=features,
-                                          output_dir=work, max_steps=steps, seed=seed), device)
+                                          output_dir=work, max_steps=steps, seed=seed), device, work)
             final = run_dir / "checkpoints" / "final.ckpt"
             shutil.copy(final, tmp / CHECKPOINT[row])
             # the next stage resumes from exactly this state (run_tx_train resumes from last.ckpt)
@@ -250,6 +284,7 @@ def train_state(
         for name in RUN_ARTEFACTS:
             if (run_dir / name).exists():
                 shutil.copy(run_dir / name, tmp / name)
+        save_perturbation_map(run_dir / PERT_MAP, tmp / PERT_MAP)
         history = _loss_history(run_dir / "version_0" / "metrics.csv")
         history.to_csv(tmp / LOSS_CSV, index=False)
         write_json(tmp / TRAIN_INFO, {
@@ -260,6 +295,7 @@ def train_state(
             "seed": seed,
             "device": device,
             "features": feature_note,
+            "perturbation_features": bool(features),
             "training_cells": info["cells"],
             "hvg": info["hvg"],
             "stages": stages,
@@ -271,11 +307,19 @@ def train_state(
     return outdir
 
 
-def _run_tx_train(overrides: list[str], device: str) -> None:
+@contextlib.contextmanager
+def _removed_after(folder: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_tx_train(overrides: list[str], device: str, scratch: Path) -> None:
     from state.__main__ import load_hydra_config
     from state._cli import run_tx_train
 
-    with _arc_state_environment(device):
+    with _arc_state_environment(device, scratch):
         cfg = load_hydra_config("tx", overrides)
         run_tx_train(cfg)
 
@@ -325,7 +369,7 @@ class StatePredictor(Predictor):
         from txrepro.runtime import resolve_device
 
         if ctx.trained is None:
-            raise InputError("--trained", "trained model", f"the output folder of `vcc.py state-train` for model {self.name}", "not given")
+            raise InputError("command line", "trained model (--trained; Nextflow passes the training step's folder)", f"the output folder of `vcc.py state-train` for model {self.name}", "not given")
         info = read_train_info(ctx.trained)
         ckpt = Path(ctx.trained) / CHECKPOINT[self.name]
         if not ckpt.is_file():
@@ -334,9 +378,15 @@ class StatePredictor(Predictor):
         with _arc_state_environment(device):
             from state.tx.models.state_transition import StateTransitionPerturbationModel
 
-            model = StateTransitionPerturbationModel.load_from_checkpoint(str(ckpt), map_location=device, weights_only=False)
+            # weights_only: a crafted checkpoint must not run code (tensors, numbers, strings only)
+            model = _safe_load(ckpt, "a Lightning checkpoint written by `vcc.py state-train`",
+                               lambda: StateTransitionPerturbationModel.load_from_checkpoint(str(ckpt), map_location=device, weights_only=True))
         model.eval()
-        pert_map = torch.load(Path(ctx.trained) / "pert_onehot_map.pt", map_location="cpu", weights_only=False)
+        map_file = Path(ctx.trained) / PERT_MAP
+        pert_map = _safe_load(map_file, "a dict gene -> tensor written by `vcc.py state-train`",
+                              lambda: torch.load(map_file, map_location="cpu", weights_only=True))
+        if not isinstance(pert_map, dict):
+            raise InputError(map_file.parent, map_file.name, "a dict gene -> tensor written by `vcc.py state-train`", type(pert_map).__name__)
         missing = [g for g in ctx.test if g not in pert_map]
         if missing:
             raise InputError(ctx.trained, "pert_onehot_map.pt", "a perturbation vector for every test gene", f"missing {', '.join(missing[:5])}")
@@ -360,8 +410,21 @@ class StatePredictor(Predictor):
         step = next(s["steps"] for s in info["stages"] if s["row"] == self.name)
         note = (f"arc-state {info['arc_state_version']} ST model ({info['params']['config']} preset, {step:,} steps, "
                 f"{info['features']}); HVGs predicted by STATE, other genes kept at the sampled control cells' values (effect 0)")
-        return cells_from_control_rows(ctx, columns, predict_block, {"features": note, "steps": step, "checkpoint": ckpt.name,
-                                                                      "train_info": info})
+        extra: dict[str, Any] = {"features": note, "steps": step, "checkpoint": ckpt.name, "train_info": info}
+        if not info.get("perturbation_features", "one-hot" not in str(info.get("features", ""))):
+            extra["not_comparable"] = NO_FEATURES
+        return cells_from_control_rows(ctx, columns, predict_block, extra)
+
+
+def _safe_load(path: Path, expected: str, load: Any) -> Any:
+    """Run a weights-only load; anything it refuses (pickled objects, a corrupt file) is one line."""
+    import pickle
+
+    try:
+        return load()
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        why = "objects other than tensors (refused: weights-only load)" if isinstance(exc, pickle.UnpicklingError) else type(exc).__name__
+        raise InputError(path.parent, path.name, expected, why) from None
 
 
 class StateMoreStepsPredictor(StatePredictor):

@@ -49,41 +49,74 @@ def _find_evaluations(paths: Iterable[str | Path]) -> dict[str, Path]:
     return found
 
 
-def _row(model: str, metric: str, value: float, n: int | None, notes: str) -> MetricRow:
+NOT_COMPARABLE = "NOT COMPARABLE with the published row"
+ALTERNATIVE = "alternative design, not in the published table (the published ridge / random forest used the one-hot design)"
+
+
+def _row(dataset: str, model: str, metric: str, value: float, n: int | None, notes: str) -> MetricRow:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return not_computed(STUDY, DATASET, model, SPLIT, metric, f"no finite value ({notes})")
-    return MetricRow(STUDY, DATASET, model, SPLIT, metric, float(value), n, notes)
+        return not_computed(STUDY, dataset, model, SPLIT, metric, f"no finite value ({notes})")
+    return MetricRow(STUDY, dataset, model, SPLIT, metric, float(value), n, notes)
 
 
-def score_rows(evals: Mapping[str, dict[str, Any]], agg: Mapping[str, pl.DataFrame]) -> list[MetricRow]:
+def row_label(model: str, ev: Mapping[str, Any]) -> str:
+    """The model name of a model's rows: `<model>_not_comparable` when its run cannot stand beside
+    the published row (STATE without perturbation features), so the report cannot pair them."""
+    return f"{model}_not_comparable" if ev.get("model_info", {}).get("not_comparable") else model
+
+
+def model_note(model: str, ev: Mapping[str, Any]) -> str:
+    """What every row of a model says after the evaluator: its features and comparability."""
+    info = ev.get("model_info", {})
+    parts = []
+    if info.get("not_comparable"):
+        parts.append(f"{NOT_COMPARABLE} ({model}): {info['not_comparable']}")
+    if model.endswith("_features"):
+        parts.append(ALTERNATIVE)
+    if info.get("features"):
+        parts.append(str(info["features"]))
+    return "; ".join(parts)
+
+
+def score_rows(evals: Mapping[str, dict[str, Any]], agg: Mapping[str, pl.DataFrame], *, dataset: str = DATASET,
+               published: bool = True, baseline: str = BASELINE, baseline_note: str = "this run's cell_mean",
+               no_baseline: str = "cell_mean baseline not run in this pipeline") -> list[MetricRow]:
+    """Both evaluators' rows for every model. `published`: the run is on the published dataset, so
+    the published cell-mean triple may serve as the baseline the original hard-coded. `baseline`:
+    which of `evals` the overall scores are scaled against."""
     from cell_eval import score_agg_metrics
 
     rows: list[MetricRow] = []
-    base = evals.get(BASELINE)
-    pub_base = {m: published_value(STUDY, DATASET, BASELINE, SPLIT, m) for m in VCC_DIRECTIONS}
+    base = evals.get(baseline)
+    pub_base = {m: published_value(STUDY, DATASET, BASELINE, SPLIT, m) for m in VCC_DIRECTIONS} if published else None
     for model, ev in evals.items():
         proj, ce = ev["project"], ev["cell_eval"]
         n = int(ev["n_perturbations"])
-        feats = ev.get("model_info", {}).get("features", "")
-        note = f"{PROJECT_NOTE}; {feats}" if feats else PROJECT_NOTE
-        rows.append(_row(model, "DES", proj["DES"], int(proj.get("n_DES", n)), note + "; mean over perturbations with real DE genes"))
-        rows.append(_row(model, "PDS", proj["PDS"], n, note + "; cosine, target gene kept"))
-        rows.append(_row(model, "MAE", proj["MAE"], n, note + "; top 2,000 genes by mean |real effect|"))
+        label = row_label(model, ev)
+        extra = model_note(model, ev)
+        note = f"{PROJECT_NOTE}; {extra}" if extra else PROJECT_NOTE
+        rows.append(_row(dataset, label, "DES", proj["DES"], int(proj.get("n_DES", n)), note + "; mean over perturbations with real DE genes"))
+        rows.append(_row(dataset, label, "PDS", proj["PDS"], n, note + "; cosine, target gene kept"))
+        rows.append(_row(dataset, label, "MAE", proj["MAE"], n, note + "; top 2,000 genes by mean |real effect|"))
         if base is not None:
-            rows.append(_row(model, "overall_score", overall_score(proj, base["project"]), n, note + "; baseline: this run's cell_mean"))
+            rows.append(_row(dataset, label, "overall_score", overall_score(proj, base["project"]), n, note + f"; baseline: {baseline_note}"))
         else:
-            rows.append(not_computed(STUDY, DATASET, model, SPLIT, "overall_score", "cell_mean baseline not run in this pipeline"))
-        rows.append(_row(model, "overall_score_published_baseline", overall_score(proj, pub_base), n,
-                         note + "; baseline: the published cell-mean DES/PDS/MAE, as the original hard-coded it"))
-        ce_note = f"{OFFICIAL_NOTE}; {feats}" if feats else OFFICIAL_NOTE
+            rows.append(not_computed(STUDY, dataset, label, SPLIT, "overall_score", no_baseline))
+        if pub_base is not None:
+            rows.append(_row(dataset, label, "overall_score_published_baseline", overall_score(proj, pub_base), n,
+                             note + "; baseline: the published cell-mean DES/PDS/MAE, as the original hard-coded it"))
+        else:
+            rows.append(not_computed(STUDY, dataset, label, SPLIT, "overall_score_published_baseline",
+                                     f"the published cell-mean triple is a baseline of the published dataset ({DATASET}) only"))
+        ce_note = f"{OFFICIAL_NOTE}; {extra}" if extra else OFFICIAL_NOTE
         for m in CELL_EVAL_METRICS:
-            rows.append(_row(model, f"cell_eval_{m}", ce[m], n, ce_note))
+            rows.append(_row(dataset, label, f"cell_eval_{m}", ce[m], n, ce_note))
         if base is not None:
-            scored = score_agg_metrics(agg[model], agg[BASELINE])
+            scored = score_agg_metrics(agg[model], agg[baseline])
             avg = scored.filter(pl.col("metric") == "avg_score")["from_baseline"][0]
-            rows.append(_row(model, "cell_eval_overall_score", 100.0 * float(avg), n, ce_note + "; score_agg_metrics vs this run's cell_mean"))
+            rows.append(_row(dataset, label, "cell_eval_overall_score", 100.0 * float(avg), n, ce_note + f"; score_agg_metrics vs {baseline_note}"))
         else:
-            rows.append(not_computed(STUDY, DATASET, model, SPLIT, "cell_eval_overall_score", "cell_mean baseline not run in this pipeline"))
+            rows.append(not_computed(STUDY, dataset, label, SPLIT, "cell_eval_overall_score", no_baseline))
     return rows
 
 
@@ -91,7 +124,8 @@ def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None,
     """`not computed` for every published vcc number of a model this run did not evaluate.
 
     `not_run` gives the reason for models that were selected but could not run (scGPT without a
-    checkpoint)."""
+    checkpoint) or whose rows are not comparable. Only for a run on the published dataset: on other
+    data the report itself says the published dataset was not in the run."""
     pub = read_published()
     pub = pub[pub["study"] == STUDY]
     done, chosen = set(evaluated), set(selected) if selected is not None else None
@@ -109,6 +143,15 @@ def missing_model_rows(evaluated: Iterable[str], selected: Iterable[str] | None,
             reason = "model not evaluated in this run"
         rows.append(not_computed(STUDY, r.dataset, r.model, r.split, r.metric, reason))
     return rows
+
+
+def run_dataset(evals: Mapping[str, dict[str, Any]]) -> tuple[str, bool]:
+    """The one dataset every evaluation was made on (from prepare, through evaluate)."""
+    names = {(str(ev.get("dataset") or DATASET), bool(ev.get("published_dataset", (ev.get("dataset") or DATASET) == DATASET)))
+             for ev in evals.values()}
+    if len(names) != 1:
+        raise InputError("--evaluations", "dataset", "evaluations of one prepared dataset", ", ".join(sorted(n for n, _ in names)))
+    return names.pop()
 
 
 def scgpt_not_run(params: Mapping[str, Any]) -> dict[str, str]:
@@ -149,13 +192,23 @@ def summarise(
                 raise InputError(needed.parent, needed.name, f"the files `vcc.py evaluate` writes beside {f.name}", "missing")
         agg[m] = pl.read_csv(agg_file)
         per[m] = pd.read_csv(per_file, sep="\t")
-    rows = score_rows(evals, agg) + missing_model_rows(evals, selected_models, not_run)
+    dataset, published = run_dataset(evals)
+    not_run = dict(not_run or {})
+    for m, ev in evals.items():
+        if row_label(m, ev) != m:
+            not_run[m] = f"{NOT_COMPARABLE}: {ev['model_info']['not_comparable']}; this run's numbers are under {row_label(m, ev)}"
+    rows = score_rows(evals, agg, dataset=dataset, published=published)
+    if published:
+        rows += missing_model_rows([row_label(m, ev) for m, ev in evals.items()], selected_models, not_run)
+    else:
+        log.info("vcc: dataset %s is not the published one: no published numbers are compared", dataset)
     df = metrics_frame(rows)
     pub = read_published()
     pub = pub[pub["study"] == STUDY]
     outdir.mkdir(parents=True, exist_ok=True)
-    figures = [metrics_vs_published(df, pub, outdir / "vcc_metrics_vs_published.png", data_source=data_source)]
-    ranks = pd.DataFrame({m: per[m].set_index("perturbation")["PDS_rank"] for m in order})
+    # published bars only beside numbers of the published dataset
+    figures = [metrics_vs_published(df, pub if published else pub.iloc[0:0], outdir / "vcc_metrics_vs_published.png", data_source=data_source)]
+    ranks = pd.DataFrame({row_label(m, evals[m]): per[m].set_index("perturbation")["PDS_rank"] for m in order})
     figures.append(pds_rank_heatmap(ranks, outdir / "vcc_pds_rank_heatmap.png"))
     run = finish_study(outdir, STUDY, rows, data_source=data_source, figures=figures, inputs=inputs, params=params)  # type: ignore[arg-type]
     log.info("vcc summary: %d metric rows for %s", len(df), ", ".join(order))
