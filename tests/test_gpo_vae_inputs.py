@@ -167,10 +167,12 @@ def test_every_gpo_vae_checksum_row_of_the_manifest_is_read(tmp_path):
     rows = rows[(rows["study"] == "gpo_vae") & (rows["checksum"] != "")]
     assert set(rows["id"]) >= {"replogle_k562_raw", "replogle_rpe1_raw"}
     for r in rows.itertuples(index=False):
-        f = tmp_path / r.file
-        f.write_bytes(b"not the published file")
-        with pytest.raises(InputError, match=rf"{r.file}: size: expected .*row {r.id}"):
-            verify_files([("gpo_vae_input", f, None)])
+        # by file name, and by the URL's last segment (the name Nextflow stages a remote file under)
+        for name in (r.file, r.url.rsplit("/", 1)[-1]):
+            f = tmp_path / name
+            f.write_bytes(b"not the published file")
+            with pytest.raises(InputError, match=rf"{name}: size: expected .*row {r.id}"):
+                verify_files([("gpo_vae_input", f, None)])
 
 
 def test_a_file_is_hashed_once_per_run_with_progress(tmp_path, monkeypatch, caplog):

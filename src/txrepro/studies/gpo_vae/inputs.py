@@ -85,9 +85,18 @@ def not_provided(given: Iterable[str]) -> list[str]:
 
 
 def _manifest_rows(manifest: str | os.PathLike[str] | None) -> dict[str, dict[str, str]]:
+    """Checksummed gpo_vae rows by file name and by the last segment of their URL: Nextflow stages
+    `https://ndownloader.figshare.com/files/35773219` as a file named `35773219`."""
     df = read_manifest(Path(manifest) if manifest else None)
     rows = df[(df["study"] == STUDY) & (df["checksum"] != "")]
-    return {str(r["file"]): {k: str(r[k]) for k in ("id", "checksum", "checksum_origin", "size_bytes")} for _, r in rows.iterrows()}
+    out: dict[str, dict[str, str]] = {}
+    for _, r in rows.iterrows():
+        row = {k: str(r[k]) for k in ("id", "checksum", "checksum_origin", "size_bytes")}
+        out[str(r["file"])] = row
+        tail = str(r["url"]).rstrip("/").rsplit("/", 1)[-1]
+        if tail and "." not in tail and "=" not in tail and "?" not in tail:
+            out.setdefault(tail, row)
+    return out
 
 
 def verify_files(files: Iterable[tuple[str, str | os.PathLike[str], str | None]], *, use_manifest: bool = True,
