@@ -1,12 +1,10 @@
 """gpo_vae on real single-cell counts, through `txrepro reproduce gpo_vae --profile full`.
 
-Data: scanpy's bundled `10x_pbmc68k_reduced.h5ad` (`scanpy.datasets.pbmc68k_reduced()`, shipped in
-the scanpy wheel pinned in requirements/lock-cpu.txt): 700 real peripheral blood cells of 10x
-Genomics' 68k PBMC data set (Zheng et al. 2017) and 765 real gene symbols, with their odd cases
-(HLA-DRA, RP11-782C8.1, AC079767.4, TMBIM4-1 and SNORD3B-2 made unique by an earlier
-`var_names_make_unique`, one mitochondrial gene MT-ND3). Its `.raw` holds log1p(counts / n_counts x
-1e4); the integer UMI counts are recovered as round(expm1(raw) x n_counts / 1e4), and the test checks
-that every value is within 0.1 of an integer before rounding, so the counts are the real ones.
+Data: scanpy's bundled `10x_pbmc68k_reduced.h5ad` (tests/real_pbmc.py says how the real UMI counts
+are recovered exactly): 700 real peripheral blood cells of 10x Genomics' 68k PBMC data set (Zheng et
+al. 2017) and 765 real gene symbols, with their odd cases (HLA-DRA, RP11-782C8.1, AC079767.4,
+TMBIM4-1 and SNORD3B-2 made unique by an earlier `var_names_make_unique`, one mitochondrial gene
+MT-ND3).
 
 What is planted (honestly: PBMCs carry no perturbation): cells are assigned at random to
 `non-targeting` controls or to knockdowns of three real genes (HLA-DRA, FTL, VIM); a knockdown keeps
@@ -32,23 +30,12 @@ import yaml
 from scipy.stats import pearsonr
 
 from conftest import run_cli
+from real_pbmc import pbmc68k_counts
 from txrepro.metrics.table import read_metrics
 
 TARGETS = ("HLA-DRA", "FTL", "VIM")
 EDGE = ("HLA-DRA", "CD74")
 DATASET = "pbmc68k_planted"
-
-
-def real_pbmc_counts() -> ad.AnnData:
-    import scanpy as sc
-
-    pbmc = sc.datasets.pbmc68k_reduced()
-    raw = pbmc.raw.to_adata()
-    logn = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
-    counts = np.expm1(logn.astype(np.float64)) * pbmc.obs["n_counts"].to_numpy()[:, None] / 1e4
-    rounded = np.rint(counts)
-    assert np.abs(counts - rounded).max() < 0.1  # the recovery is exact: real integer UMI counts
-    return ad.AnnData(X=rounded.astype(np.float32), obs=pd.DataFrame(index=pbmc.obs_names), var=pd.DataFrame(index=raw.var_names))
 
 
 def plant_knockdowns(adata: ad.AnnData, seed: int = 0) -> ad.AnnData:
@@ -77,7 +64,7 @@ def ate_log2(X: np.ndarray, labels: np.ndarray, perts: list[str], mask: np.ndarr
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpo_vae_real")
-    data = plant_knockdowns(real_pbmc_counts())
+    data = plant_knockdowns(pbmc68k_counts())
     data.write_h5ad(tmp / "pbmc68k_planted.h5ad")
     params = {"gpo_vae_input": str(tmp / "pbmc68k_planted.h5ad"), "gpo_vae_dataset": DATASET, "gpo_vae_config": "tiny",
               "gpo_vae_max_epochs": 60, "gpo_vae_ate_particles": 200, "gpo_vae_device": "cpu"}
