@@ -106,16 +106,33 @@ workflow {
     }
 
     if ('gpo_vae' in studies) {
-        if (params.gpo_vae_input || use_fixtures) {
+        // The paper's three datasets (Table 2), each with its own params, plus the single-input form
+        // (gpo_vae_input keyed by gpo_vae_dataset). Datasets without data are reported as
+        // `not computed: data not provided` by the first dataset's evaluation.
+        def gpo_vae_given = [
+            [dataset: 'replogle_rpe1', input: params.gpo_vae_rpe1_input, stats: params.gpo_vae_rpe1_summary_stats, sheet: params.gpo_vae_rpe1_summary_sheet, checksum: params.gpo_vae_rpe1_input_checksum],
+            [dataset: 'replogle_k562', input: params.gpo_vae_k562_input, stats: params.gpo_vae_k562_summary_stats, sheet: params.gpo_vae_k562_summary_sheet, checksum: params.gpo_vae_k562_input_checksum],
+            [dataset: 'adamson', input: params.gpo_vae_adamson_input, stats: params.gpo_vae_adamson_summary_stats, sheet: params.gpo_vae_adamson_summary_sheet, checksum: params.gpo_vae_adamson_input_checksum],
+            [dataset: params.gpo_vae_dataset.toString(), input: params.gpo_vae_input, stats: params.gpo_vae_summary_stats, sheet: params.gpo_vae_summary_sheet, checksum: params.gpo_vae_input_checksum],
+        ].findAll { d -> d.input }
+        def gpo_vae_repeated = gpo_vae_given.countBy { d -> d.dataset }.findAll { ds, n -> n > 1 }.keySet()
+        if (gpo_vae_repeated) {
+            error("gpo_vae dataset ${gpo_vae_repeated[0]} given twice: use either --gpo_vae_input with --gpo_vae_dataset or the per-dataset --gpo_vae_<rpe1|k562|adamson>_input, not both")
+        }
+        if (gpo_vae_given || use_fixtures) {
+            def gpo_vae_missing = ['replogle_rpe1', 'replogle_k562', 'adamson'] - gpo_vae_given.collect { d -> d.dataset }
             // one shape for both: (meta, counts h5ad, summary statistics or [], reference networks or [])
-            def ch_gpo_vae = params.gpo_vae_input
-                ? channel.of([
-                    [id: 'gpo_vae', data_source: 'provided'],
-                    file(params.gpo_vae_input, checkIfExists: true),
-                    optionalFile(params.gpo_vae_summary_stats),
-                    optionalFile(params.gpo_vae_reference_networks),
-                ])
-                : GPO_VAE_FIXTURE(channel.of([id: 'gpo_vae', data_source: 'fixture'])).data
+            def ch_gpo_vae = gpo_vae_given
+                ? channel.fromList(gpo_vae_given.withIndex().collect { d, i ->
+                    [
+                        [id: d.dataset, dataset: d.dataset, data_source: 'provided', summary_sheet: d.sheet ?: '', input_checksum: d.checksum ?: '',
+                         not_provided: i == 0 ? gpo_vae_missing.join(',') : ''],
+                        file(d.input, checkIfExists: true),
+                        optionalFile(d.stats),
+                        optionalFile(params.gpo_vae_reference_networks),
+                    ]
+                })
+                : GPO_VAE_FIXTURE(channel.of([id: params.gpo_vae_dataset.toString(), dataset: params.gpo_vae_dataset.toString(), data_source: 'fixture'])).data
                     .map { meta, counts, refs -> [meta, counts, [], refs] }
             GPO_VAE(ch_gpo_vae)
             ch_metrics  = ch_metrics.mix(GPO_VAE.out.metrics)

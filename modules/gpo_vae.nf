@@ -3,7 +3,9 @@
  * prepare (QC, strong perturbations, FC3 genes, split, OT control pairing) -> train (early
  * stopping on the validation loss) -> evaluate (ATE against both references, training-mean
  * baseline, CausalBench GRN statistics, reference-network precision/recall, exported GRN).
- * Optional files (summary statistics, reference networks) arrive as [] when not given.
+ * Optional files (summary statistics, reference networks) arrive as [] when not given. One tuple
+ * per dataset (meta.dataset: replogle_rpe1, replogle_k562, adamson); prepare verifies checksums
+ * and reads the reference networks before any work.
  */
 
 process GPO_VAE_FIXTURE {
@@ -37,7 +39,7 @@ process GPO_VAE_PREPARE {
     container 'ghcr.io/txrepro/txrepro-gpo_vae:0.1.0'
 
     input:
-    tuple val(meta), path(counts), path(summary_stats)
+    tuple val(meta), path(counts), path(summary_stats), path(reference_networks)
 
     output:
     tuple val(meta), path("${meta.id}_prepared.h5ad"), emit: prepared
@@ -49,6 +51,7 @@ process GPO_VAE_PREPARE {
     gpo_vae.py prepare \\
         --input ${counts} \\
         --summary-stats '${summary_stats ?: ''}' \\
+        --reference-networks '${reference_networks ?: ''}' \\
         --out ${meta.id}_prepared.h5ad \\
         ${task.ext.args ?: ''}
     """
@@ -72,7 +75,7 @@ process GPO_VAE_TRAIN {
     tuple val(meta), path("${meta.id}_model.pt"), emit: model
     path("${meta.id}_model_history.tsv"), emit: history
     path("${meta.id}_model_summary.json"), emit: summary
-    path('figures/gpo_vae_training_curve.png'), emit: figures
+    path('figures/*.png'), emit: figures
     tuple val("${task.process}"), val('txrepro'), eval('python -c "import txrepro; print(txrepro.__version__)"'), topic: versions, emit: versions
     tuple val("${task.process}"), val('torch'), eval('python -c "import torch; print(torch.__version__)"'), topic: versions, emit: versions_torch
 
@@ -89,7 +92,7 @@ process GPO_VAE_TRAIN {
     stub:
     """
     mkdir -p figures
-    touch ${meta.id}_model.pt ${meta.id}_model_history.tsv ${meta.id}_model_summary.json figures/gpo_vae_training_curve.png
+    touch ${meta.id}_model.pt ${meta.id}_model_history.tsv ${meta.id}_model_summary.json figures/gpo_vae_${meta.dataset ?: meta.id}_training_curve.png
     """
 }
 
@@ -129,7 +132,7 @@ process GPO_VAE_EVALUATE {
     """
     mkdir -p ${meta.id}/figures ${meta.id}/ate
     touch ${meta.id}/metrics.tsv ${meta.id}/run_info.json ${meta.id}/gpo_vae_metrics_mqc.tsv ${meta.id}/grn_edges.tsv ${meta.id}/grn_probabilities.npz
-    touch ${meta.id}/figures/gpo_vae_ate_scatter.png ${meta.id}/ate/model.tsv
+    touch ${meta.id}/figures/gpo_vae_${meta.dataset ?: meta.id}_ate_scatter.png ${meta.id}/ate/model.tsv
     """
 }
 
@@ -138,7 +141,7 @@ workflow GPO_VAE {
     ch_data // tuple(meta, counts h5ad, summary statistics or [], reference networks or [])
 
     main:
-    GPO_VAE_PREPARE(ch_data.map { meta, counts, stats, refs -> [meta, counts, stats] })
+    GPO_VAE_PREPARE(ch_data)
     GPO_VAE_TRAIN(GPO_VAE_PREPARE.out.prepared)
     ch_evaluate = GPO_VAE_PREPARE.out.prepared
         .join(GPO_VAE_TRAIN.out.model)

@@ -41,7 +41,7 @@ def run(tmp_path_factory, request):
     with FileLock(str(root / "gpo_vae_shared_run.lock")):
         if not (out / "run_info.json").exists():
             reproduce(out, profile="test", params={})
-    return StudyRun("gpo_vae", out, out / "metrics.tsv", out / "run_info.json", sorted((out / "figures").glob("*.png")))
+    return StudyRun("gpo_vae", out, out / "metrics.tsv", out / "run_info.json", sorted((out / "adamson" / "figures").glob("*.png")))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_trained_model_ate_correlates_with_the_data(metrics):
 
 
 def test_planted_edges_are_recovered(run):
-    edges = pd.read_csv(run.outdir / "grn_edges.tsv", sep="\t")
+    edges = pd.read_csv(run.outdir / "adamson" / "grn_edges.tsv", sep="\t")
     assert (edges["probability"] > 0.5).all() and set(edges["source"]) <= set(PERTURBED)
     predicted = {(a, b) for a, b, loop in edges[["source", "target", "self_loop"]].itertuples(index=False) if not loop}
     recovered = predicted & set(PLANTED_EDGES)
@@ -73,7 +73,7 @@ def test_causalbench_statistics_on_held_out_cells(metrics):
 
 
 def test_reference_precision_recall_equal_a_hand_count(run, metrics):
-    edges = pd.read_csv(run.outdir / "grn_edges.tsv", sep="\t")
+    edges = pd.read_csv(run.outdir / "adamson" / "grn_edges.tsv", sep="\t")
     block = edges[(edges["target_block"] == "perturbed") & ~edges["self_loop"]]
     predicted = set(zip(block["source_id"], block["target_id"]))
     truth = json.loads((run.outdir / "fixture" / "truth.json").read_text())
@@ -108,19 +108,20 @@ def test_every_published_key_is_computed_and_judged(run, tmp_path):
 
 def test_figures_are_written(run):
     names = {f.name for f in run.figures}
-    assert {"gpo_vae_training_curve.png", "gpo_vae_ate_scatter.png", "gpo_vae_grn_pr_curve.png", "gpo_vae_grn_probabilities.png",
-            "gpo_vae_edge_wasserstein.png"} <= names
+    # named after the dataset: the three datasets of one run land in one report folder
+    assert {"gpo_vae_adamson_training_curve.png", "gpo_vae_adamson_ate_scatter.png", "gpo_vae_adamson_grn_pr_curve.png",
+            "gpo_vae_adamson_grn_probabilities.png", "gpo_vae_adamson_edge_wasserstein.png"} <= names
     assert all(f.exists() and f.stat().st_size > 5000 for f in run.figures)
 
 
 def test_same_seed_same_metrics(run, tmp_path):
     from txrepro.studies.gpo_vae.pipeline import run_evaluate
 
-    again = run_evaluate(run.outdir / "prepared.h5ad", run.outdir / "model.pt", tmp_path / "again", dataset="adamson",
+    again = run_evaluate(run.outdir / "adamson" / "prepared.h5ad", run.outdir / "adamson" / "model.pt", tmp_path / "again", dataset="adamson",
                          reference_networks=str(run.outdir / "fixture" / "bioeval"), seed=0, device="cpu", data_source="fixture")
     a, b = read_metrics(run.metrics), read_metrics(again.metrics)
     pd.testing.assert_frame_equal(a.drop(columns="notes"), b.drop(columns="notes"), check_exact=True)
-    ds = load_prepared(run.outdir / "prepared.h5ad", seed=0)
+    ds = load_prepared(run.outdir / "adamson" / "prepared.h5ad", seed=0)
     cfg = load_config("tiny")
     cfg.train.max_epochs = 2
     n1, r1, _ = train_model(ds, cfg, seed=0)
@@ -156,10 +157,10 @@ def test_full_profile_without_input_reports_not_computed(tmp_path):
 def test_cli_steps_as_nextflow_calls_them(run, tmp_path):
     """train and evaluate through bin/gpo_vae.py (prepare's CLI is exercised by the bad-input tests)."""
     fx = run.outdir / "fixture"
-    prepared, ckpt, ev = run.outdir / "prepared.h5ad", tmp_path / "model.pt", tmp_path / "eval"
+    prepared, ckpt, ev = run.outdir / "adamson" / "prepared.h5ad", tmp_path / "model.pt", tmp_path / "eval"
     run_cli(["gpo_vae.py", "train", "--prepared", str(prepared), "--out", str(ckpt), "--config", "tiny", "--max-epochs", "2",
              "--figures-dir", str(tmp_path / "figures"), "--threads", "1"], check=True)
-    assert (tmp_path / "model_history.tsv").exists() and (tmp_path / "figures" / "gpo_vae_training_curve.png").exists()
+    assert (tmp_path / "model_history.tsv").exists() and (tmp_path / "figures" / "gpo_vae_adamson_training_curve.png").exists()
     run_cli(["gpo_vae.py", "evaluate", "--prepared", str(prepared), "--checkpoint", str(ckpt), "--outdir", str(ev),
              "--reference-networks", str(fx / "bioeval"), "--data-source", "fixture", "--ate-particles", "50", "--threads", "1"], check=True)
     df = read_metrics(ev / "metrics.tsv")

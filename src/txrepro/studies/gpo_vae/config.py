@@ -39,6 +39,8 @@ class DataConfig:
     # modules' operator precedence, logFC < -3 OR (logFC > 3 AND padj < 0.01).
     fc3_rule: Literal["both_sides", "rpe1_original"] = "both_sides"
     extra_genes_column: str = "FC3"
+    # Sheet of an xlsx summary-statistics file; the RPE1/K562 modules hard-code theirs (configs).
+    summary_sheet: str | None = None
     split_mode: Literal["cells", "perturbations"] = "cells"  # 'perturbations' is our extension
     split_random_state: int = 0
     ot_epsilon: float = 1.0

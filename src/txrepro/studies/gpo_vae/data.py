@@ -59,6 +59,7 @@ def treatment_labels(genes: pd.Series) -> pd.Series:
 def read_perturb_h5ad(path: str | os.PathLike[str]) -> ad.AnnData:
     """Read the input and check what every later step needs: labels, controls, counts."""
     adata = read_h5ad_checked(path, obs=("gene",))
+    use_gene_symbols(adata)
     labels = treatment_labels(adata.obs["gene"])
     if not (labels == CONTROL_LABEL).any():
         examples = ", ".join(map(repr, labels.unique()[:5]))
@@ -69,6 +70,36 @@ def read_perturb_h5ad(path: str | os.PathLike[str]) -> ad.AnnData:
     if adata.var_names.has_duplicates:
         raise InputError(path, "var_names", "unique gene symbols", f"duplicates such as {adata.var_names[adata.var_names.duplicated()][0]!r}")
     return adata
+
+
+def use_gene_symbols(adata: ad.AnnData) -> None:
+    """Replogle's raw files index var by gene id with the symbol in var['gene_name']: index by
+    symbol, made unique, as the original `get_qc_annotation` does (the id is kept in var['gene_id']).
+
+    obs['gene'] holds symbols, and the knockdown filter, the OT cost and the MT-/RPS/RPL/HB QC
+    fractions all look genes up by symbol, so without this no perturbed gene is found.
+    """
+    if "gene_name" not in adata.var.columns:
+        return
+    symbols = adata.var["gene_name"].astype(str).to_numpy()
+    if np.array_equal(symbols, adata.var_names.to_numpy(dtype=str)):
+        return
+    old = adata.var_names.to_numpy(dtype=str)
+    adata.var = adata.var.drop(columns=["gene_name"])
+    if "gene_id" not in adata.var.columns:
+        adata.var["gene_id"] = old
+    adata.var_names = pd.Index(symbols, name=None)
+    n_dup = int(adata.var_names.duplicated().sum())
+    adata.var_names_make_unique()
+    log.info("var indexed by var['gene_name'] (gene symbols) instead of ids such as %s; %d repeated symbols made unique",
+             old[0] if len(old) else "", n_dup)
+
+
+def check_reference_networks(location: str | os.PathLike[str], obs: pd.DataFrame, source: str | os.PathLike[str]) -> None:
+    """Read every reference edge list and map it to the perturbed genes (what evaluate does later)."""
+    from txrepro.studies.gpo_vae.grn import load_reference_networks, perturbed_gene_ids
+
+    load_reference_networks(location, perturbed_gene_ids(obs), source)
 
 
 def require_perturbed_in_var(adata: ad.AnnData, path: str | os.PathLike[str]) -> None:
@@ -100,18 +131,43 @@ def read_summary_stats(path: str | os.PathLike[str], sheet: str | None = None) -
         missing = [c for c in STATS_COLUMNS if c not in df.columns]
         if missing:
             raise InputError(p, f"column '{missing[0]}'", f"columns {', '.join(STATS_COLUMNS)}")
-        return df
-    return read_table(p, STATS_COLUMNS, what="summary statistics")
+        return _numeric_stats(df, f"{p} (sheet {sheet or book.sheet_names[0]!r})")
+    return _numeric_stats(read_table(p, STATS_COLUMNS, what="summary statistics"), str(p))
+
+
+def _numeric_stats(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The three filter columns as numbers; text or an empty cell is one line naming column and row.
+
+    Rows are counted as a spreadsheet shows them: the header is row 1, the first data row is row 2.
+    """
+    for col in STATS_COLUMNS[1:]:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if bad.size:
+            i = int(bad[0])
+            value = df[col].iloc[i]
+            shown = "an empty cell" if pd.isna(value) else repr(str(value))
+            raise InputError(source, f"column '{col}'", "a number in every row",
+                             f"{shown} on row {i + 2} ({bad.size} such row{'s' if bad.size > 1 else ''})")
+        df[col] = values.astype(float)
+    df["genetic perturbation"] = df["genetic perturbation"].astype(str).str.strip()
+    return df
 
 
 def strong_perturbations(stats: pd.DataFrame, cfg: DataConfig) -> set[str]:
-    """CausalBench's strong perturbations: > 50 DEGs, knockdown <= -30 %, > 25 filtered cells."""
+    """CausalBench's strong perturbations: > 50 DEGs, knockdown <= -30 %, > 25 filtered cells.
+
+    Each kept name is returned as written (the Adamson table holds gene ids) and, when it has
+    underscores, also as its second field: the Replogle sheets name a perturbation
+    `<n>_<GENE>_<guides>_<gene id>` and the RPE1/K562 modules match `s.split('_')[1]` to obs['gene'].
+    """
     keep = stats[
         (stats["Number of DEGs (anderson-darling)"] > cfg.strong_min_degs)
         & (stats["percent knockdown"] <= cfg.strong_max_knockdown)
         & (stats["number of cells (filtered)"] > cfg.strong_min_cells)
     ]
-    return set(keep["genetic perturbation"].astype(str))
+    names = set(keep["genetic perturbation"].astype(str))
+    return names | {n.split("_")[1] for n in names if n.count("_") >= 1 and n.split("_")[1]}
 
 
 def knockdown_mask(adata: ad.AnnData, labels: pd.Series, percentile: float) -> np.ndarray:
@@ -244,11 +300,18 @@ def prepare(
     *,
     summary_stats: str | os.PathLike[str] | None = None,
     summary_sheet: str | None = None,
+    reference_networks: str | os.PathLike[str] | None = None,
     device: str = "cpu",
 ) -> PrepareReport:
-    """Run the preprocessing steps the input still needs and write the prepared h5ad atomically."""
+    """Run the preprocessing steps the input still needs and write the prepared h5ad atomically.
+
+    Reference networks, when given, are read and matched to the input's perturbed genes first: the
+    evaluation needs them only after training, so a bad folder must stop the run here.
+    """
     adata = read_perturb_h5ad(input_path)
-    stats = read_summary_stats(summary_stats, summary_sheet) if summary_stats else None
+    if reference_networks:
+        check_reference_networks(reference_networks, adata.obs, input_path)
+    stats = read_summary_stats(summary_stats, summary_sheet or cfg.summary_sheet) if summary_stats else None
     adata.obs["gene"] = adata.obs["gene"].astype(str)
     labels = treatment_labels(adata.obs["gene"])
     if stats is None:

@@ -116,7 +116,7 @@ def evaluate(
         "model vs all-cells reference (published protocol)": (ref_all, pred, pearsonr(ref_all.ravel(), pred.ravel())[0]),
         "model vs test-cells reference": (ref_test, pred[idx], pearsonr(ref_test.ravel(), pred[idx].ravel())[0]),
         "training-mean baseline vs test-cells reference": (ref_test, baseline, pearsonr(ref_test.ravel(), baseline.ravel())[0]),
-    }, outdir / "figures" / "gpo_vae_ate_scatter.png"))
+    }, outdir / "figures" / f"gpo_vae_{dataset}_ate_scatter.png"))
 
     # --- GRN: statistics on test cells ---------------------------------------------------------------
     prob = net.edge_probabilities().cpu().numpy().astype(np.float64)
@@ -161,7 +161,7 @@ def evaluate(
     full = int((prob > ev.edge_threshold).sum())
     rows.append(MetricRow(STUDY, dataset, "gpo_vae", "learned_grn", "num_edges_full", float(full), T * T,
                           f"all T x T entries with probability > {ev.edge_threshold} (the original eval.py count, extended genes included)"))
-    out.figures.append(figures.wasserstein_histogram(og.wasserstein, stats.random_tests.wasserstein, outdir / "figures" / "gpo_vae_edge_wasserstein.png"))
+    out.figures.append(figures.wasserstein_histogram(og.wasserstein, stats.random_tests.wasserstein, outdir / "figures" / f"gpo_vae_{dataset}_edge_wasserstein.png"))
 
     # --- GRN: reference networks ---------------------------------------------------------------------
     perturbed = ds.perturbations
@@ -186,8 +186,8 @@ def evaluate(
     else:
         for metric in ("precision_pool", "recall_pool"):
             rows.append(not_computed(STUDY, dataset, "gpo_vae", "learned_grn", metric, "no reference networks given (gpo_vae_reference_networks)"))
-    out.figures.append(figures.pr_curves(curves, outdir / "figures" / "gpo_vae_grn_pr_curve.png"))
-    out.figures.append(figures.grn_heatmap(prob, k, outdir / "figures" / "gpo_vae_grn_probabilities.png", ds.treatments))
+    out.figures.append(figures.pr_curves(curves, outdir / "figures" / f"gpo_vae_{dataset}_grn_pr_curve.png"))
+    out.figures.append(figures.grn_heatmap(prob, k, outdir / "figures" / f"gpo_vae_{dataset}_grn_probabilities.png", ds.treatments))
 
     table = edge_table(prob, ds.treatments, k, ids, ev.edge_threshold)
     path = outdir / "grn_edges.tsv"
