@@ -231,12 +231,12 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
         (tmp / "variants").mkdir()
         qc = VariantQC()
         n_alleles = []
-        vcf = genome.open_vcf(vcf_path, sample_order)
+        reader = genome.GenotypeReader(vcf_path, sample_order)
         cache = Path(params.cache_dir) if params.cache_dir else None
         for g in progress(genes.itertuples(index=False), desc="sage_net prepare: variant matrices", total=len(genes)):
             gw = GeneWindow(g.gene_id, g.fasta_contig, int(g.tss), g.strand, params.window, params.anchor, int(g.contig_length))
-            gv, gqc = _gene_variants(vcf, vcf_path, ref, gw, g.vcf_contig, sample_order, cache, params)
-            gqc.overlap_skipped = _count_overlaps(gv)
+            gv, gqc = _gene_variants(reader, vcf_path, ref, gw, g.vcf_contig, cache)
+            gqc.overlap_skipped, gqc.carried_allele_copies = _count_overlaps(gv)
             qc.add(gqc)
             n_alleles.append(gv.n)
             key = cache_key(vcf_path, Path(inputs.fasta), sample_order, g.vcf_contig or "", gw.region, gw.window)
@@ -244,7 +244,7 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
             _check_ref_mismatch(qc, vcf_path, params.max_ref_mismatch, final=False)
             if params.require_phased and qc.unphased_het_calls:
                 raise InputError(vcf_path, "FORMAT/GT phasing", "phased genotypes (a|b) for every heterozygous call (--require-phased)", f"unphased heterozygous calls in the window of {g.gene_id}")
-        vcf.close()
+        reader.close()
         _check_ref_mismatch(qc, vcf_path, params.max_ref_mismatch, final=True)
         _log_qc(qc, qc_notes)
         genes["n_alleles"] = n_alleles
@@ -360,28 +360,30 @@ def _gene_splits(genes: pd.DataFrame, inputs: PrepareInputs) -> pd.Series:
     return split
 
 
-def _gene_variants(vcf, vcf_path: Path, ref: genome.Reference, gw: GeneWindow, vcf_contig: str, samples: list[str], cache: Path | None, params: PrepareParams) -> tuple[GeneVariants, VariantQC]:
+def _gene_variants(reader: genome.GenotypeReader, vcf_path: Path, ref: genome.Reference, gw: GeneWindow, vcf_contig: str, cache: Path | None) -> tuple[GeneVariants, VariantQC]:
     rs, re_ = gw.region
-    key = cache_key(vcf_path, ref.path, samples, vcf_contig, gw.region, gw.window)
+    key = cache_key(vcf_path, ref.path, reader.samples, vcf_contig, gw.region, gw.window)
     if cache is not None:
         hit = load_gene_variants(cache / f"{gw.gene_id}.npz", key)
         if hit is not None:
             return hit
     codes = ref.fetch(gw.fasta_contig, rs, re_)
-    gv, qc = query_gene(vcf, vcf_contig, gw.region, gw.window, codes, len(samples))
+    gv, qc = query_gene(reader, vcf_contig, gw.region, gw.window, codes)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         save_gene_variants(cache / f"{gw.gene_id}.npz", gv, qc, key)
     return gv, qc
 
 
-def _count_overlaps(gv: GeneVariants) -> int:
+def _count_overlaps(gv: GeneVariants) -> tuple[int, int]:
+    """(carried insertable alleles skipped for starting inside one already inserted, carried insertable alleles)."""
     ok = gv.insertable()
+    n_carried = int(gv.haps[ok].sum())
     if ok.sum() < 2:
-        return 0
-    pos, end = gv.pos[ok], gv.pos[ok] + gv.ref_len[ok]
+        return 0, n_carried
     carried = gv.haps[ok].reshape(int(ok.sum()), -1).astype(bool)
-    return int(carried.sum() - resolve_overlaps(pos, end, carried).sum())
+    pos, end = gv.pos[ok], gv.pos[ok] + gv.ref_len[ok]
+    return n_carried - int(resolve_overlaps(pos, end, carried).sum()), n_carried
 
 
 def _check_ref_mismatch(qc: VariantQC, vcf_path: Path, threshold: float, final: bool) -> None:
@@ -400,12 +402,12 @@ def _check_ref_mismatch(qc: VariantQC, vcf_path: Path, threshold: float, final: 
 def _log_qc(qc: VariantQC, notes: dict) -> None:
     counted = [
         ("missing_calls", qc.genotype_calls, "genotype allele calls are missing: read as REF (as the original)"),
-        ("unphased_het_calls", qc.genotype_calls // 2, "heterozygous calls are unphased: alleles taken in written order (as the original)"),
-        ("haploid_calls", qc.genotype_calls // 2, "calls are haploid: the allele is used on both haplotypes"),
+        ("unphased_het_calls", qc.het_calls, "heterozygous genotypes are unphased (a/b): alleles taken in written order (as the original)"),
+        ("haploid_calls", qc.genotype_calls // 2, "genotypes (records x individuals) are haploid: the allele is used on both haplotypes"),
         ("symbolic_alleles", qc.alt_alleles, "ALT alleles are symbolic (<DEL>, *, ...): not inserted, kept as PrediXcan features"),
         ("ref_mismatch_alleles", qc.ref_checked_alleles, "ALT alleles have a REF that differs from the FASTA: not inserted"),
         ("outside_region_alleles", qc.alt_alleles, "ALT alleles have a REF span leaving the window: not inserted"),
-        ("overlap_skipped", qc.genotype_calls, "carried alleles start inside an allele already inserted on that haplotype: skipped"),
+        ("overlap_skipped", qc.carried_allele_copies, "carried ALT alleles (summed over haplotypes) start inside an allele already inserted on that haplotype: skipped"),
     ]
     for key, total, text in counted:
         n = getattr(qc, key)
