@@ -29,21 +29,23 @@ def _genome(rng: np.random.Generator) -> str:
     return "".join(rng.choice(list("ACGT"), LENGTH))
 
 
-def _inputs(tmp: Path, *, rows=None, gene_rows=None, vcf_contig="1", fasta_contig="chr1", expr_samples=None, index=True, lists=True):
+def _inputs(tmp: Path, *, rows=None, gene_rows=None, vcf_contig="1", fasta_contig="chr1", expr_samples=None, index=True, lists=True, fasta_extra=None, vcf_header_contigs=None):
     """A 600-bp chr1, two genes, a VCF with one SNV per gene window, expression for every sample."""
     rng = np.random.default_rng(0)
     seq = _genome(rng)
-    fasta = write_fasta(tmp / "ref.fa", {fasta_contig: seq})
+    fasta = write_fasta(tmp / "ref.fa", {fasta_contig: seq} | (fasta_extra or {}))
     if rows is None:
         rows = [(vcf_contig, 151, seq[150], "A" if seq[150] != "A" else "C", ["0|1"] * N), (vcf_contig, 401, seq[400], "G" if seq[400] != "G" else "T", ["1|1"] * N)]
-    vcf = write_vcf(tmp / "v.vcf.gz", {vcf_contig: LENGTH}, SAMPLES, rows, index=index)
-    genes = write_table(tmp / "genes.tsv", ["gene_id", "chr", "tss", "strand"], gene_rows or [["G1", "1", 150, "+"], ["G2", "1", 400, "-"]])
+    vcf = write_vcf(tmp / "v.vcf.gz", vcf_header_contigs or {vcf_contig: LENGTH}, SAMPLES, rows, index=index)
+    gene_rows = gene_rows or [["G1", "1", 150, "+"], ["G2", "1", 400, "-"]]
+    genes = write_table(tmp / "genes.tsv", ["gene_id", "chr", "tss", "strand"], gene_rows)
     cols = expr_samples or SAMPLES
-    expr = pd.DataFrame(rng.normal(size=(2, len(cols))), index=pd.Index(["G1", "G2"], name="gene_id"), columns=cols)
+    ids = [r[0] for r in gene_rows]
+    expr = pd.DataFrame(rng.normal(size=(len(ids), len(cols))), index=pd.Index(ids, name="gene_id"), columns=cols)
     expr.to_csv(tmp / "expr.csv")
     paths = dict(vcf=vcf, fasta=fasta, genes=genes, expression=tmp / "expr.csv")
     if lists:
-        for name, members in (("train", SAMPLES[:8]), ("val", SAMPLES[8:10]), ("test", SAMPLES[10:])):
+        for name, members in (("train", SAMPLES[:6]), ("val", SAMPLES[6:9]), ("test", SAMPLES[9:])):
             (tmp / f"{name}.txt").write_text("\n".join(members) + "\n")
             paths[f"{name}_samples"] = tmp / f"{name}.txt"
     return paths, seq
@@ -240,9 +242,66 @@ def test_seeded_split_of_the_original():
     assert set(s["train"]) | set(s["val"]) | set(s["test"]) == set(ids)
 
 
-def test_seeded_split_when_no_lists_given(tmp_path):
+def test_seeded_split_too_small_is_refused_before_any_work(tmp_path):
+    """12 individuals: the 80/10/10 split gives 1 validation and 1 test individual, which PrediXcan
+    and the per-gene r across held-out individuals cannot use. Refused naming the parameters."""
     paths, _ = _inputs(tmp_path, lists=False)
+    res = _cli_prepare(paths, tmp_path / "out")
+    line = assert_one_line_error(res, "sage_net_split_seed", "train 10, val 1, test 1", "at least 3 individuals in every split", "sage_net_val_samples (--val-samples)")
+    assert "prepared" not in line and not (tmp_path / "out").exists()
+
+
+def test_given_sample_list_too_small_names_its_parameter(tmp_path):
+    paths, _ = _inputs(tmp_path)
+    paths["val_samples"].write_text("S06\nS07\n")
+    with pytest.raises(InputError, match=r"^sage_net_val_samples \(--val-samples\): individuals: expected at least 3 .* found train 6, val 2, test 3 \(val.txt\)"):
+        _prepare(tmp_path, paths)
+
+
+def test_external_cohort_too_small_names_its_parameter(tmp_path):
+    paths, _ = _inputs(tmp_path, lists=False)
+    (tmp_path / "ext.txt").write_text("S00\nS01\n")
+    paths["samples"] = tmp_path / "ext.txt"
+    with pytest.raises(InputError, match=r"^sage_net_external_samples \(--samples\): individuals: expected at least 3 .*found all 2"):
+        _prepare(tmp_path, paths, role="external")
+
+
+def test_no_gene_on_the_training_chromosomes_names_the_gene_parameters(tmp_path):
+    """A chr22-only gene table with the default chromosome split: nothing to train on."""
+    paths, _ = _inputs(tmp_path, vcf_contig="22", fasta_contig="chr22", gene_rows=[["G1", "22", 150, "+"], ["G2", "22", 400, "-"]])
+    res = _cli_prepare(paths, tmp_path / "out")
+    assert_one_line_error(res, "sage_net_genes (--genes): chromosomes", "training chromosomes 1-16", "sage_net_train_genes (--train-genes)", "genes on 22 only")
+    # gene lists fix it
+    for split, gene in (("train", "G1"), ("val", "G2")):
+        (tmp_path / f"{split}_genes.txt").write_text(gene + "\n")
+        paths[f"{split}_genes"] = tmp_path / f"{split}_genes.txt"
     p = _prepare(tmp_path, paths)
-    assert p.samples["split"].value_counts().to_dict() == {"train": 10, "val": 1, "test": 1}
-    manifest = json.loads((p.path / "manifest.json").read_text())
-    assert manifest["params"]["split_seed"] == 17
+    assert p.genes_in("train") == ["G1"]
+    # ids that are not in the gene table are named as such
+    (tmp_path / "train_genes.txt").write_text("ENSG0001\n")
+    with pytest.raises(InputError, match=r"^sage_net_train_genes \(--train-genes\): gene ids: expected ids of the gene table genes.tsv; found none of 1"):
+        _prepare(tmp_path, paths)
+
+
+def test_vcf_without_the_training_chromosomes_is_named_as_the_cause(tmp_path):
+    """Genes on chr1 (training) and chr22; the VCF declares both in its header but holds records on
+    22 only (a per-chromosome download): the error names the VCF's contigs, not a missing gene."""
+    seq22 = _genome(np.random.default_rng(1))
+    rows = [("22", 151, seq22[150], "A" if seq22[150] != "A" else "C", ["0|1"] * N)]
+    paths, _ = _inputs(
+        tmp_path, rows=rows, vcf_contig="22", fasta_extra={"chr22": seq22}, vcf_header_contigs={"1": LENGTH, "22": LENGTH},
+        gene_rows=[["G1", "1", 150, "+"], ["G2", "22", 150, "-"]],
+    )
+    res = _cli_prepare(paths, tmp_path / "out")
+    assert_one_line_error(res, "v.vcf.gz: contigs: expected genotypes on the chromosomes of the 1 genes on the training chromosomes 1-16 (1;", "records on contigs 22 only")
+
+
+def test_training_genes_without_any_variant_are_refused(tmp_path):
+    seq = _genome(np.random.default_rng(0))
+    rows = [("1", 401, seq[400], "G" if seq[400] != "G" else "T", ["0|1"] * N)]  # G2's window only
+    paths, _ = _inputs(tmp_path, rows=rows)
+    (tmp_path / "train_genes.txt").write_text("G1\n")
+    (tmp_path / "val_genes.txt").write_text("G2\n")
+    paths |= {"train_genes": tmp_path / "train_genes.txt", "val_genes": tmp_path / "val_genes.txt"}
+    with pytest.raises(InputError, match=r"^v.vcf.gz: variants: expected at least one variant in the 100-bp windows of the 1 training genes"):
+        _prepare(tmp_path, paths)

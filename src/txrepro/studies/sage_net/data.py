@@ -205,9 +205,11 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
     if not usable:
         raise InputError(inputs.expression, "sample columns", f"sample ids that appear in the VCF {vcf_path.name}", f"none of {expr.shape[1]} (VCF ids look like {vcf_samples[:2]})")
     splits = _individual_splits(inputs, params, usable, set(expr.columns), in_vcf)
+    _check_split_sizes(splits, inputs, params, len(usable))
     sample_order = [s for split in ("train", "val", "test", "all") for s in splits.get(split, [])]
 
     # genes: expression rows, FASTA contigs, VCF contigs, TSS inside the contig
+    table, expressed = genes, expr.index
     genes = _resolve_genes(genes, expr, ref, vcf_contigs, inputs, vcf_path, qc_notes)
     genes["gene_split"] = _gene_splits(genes, inputs)
     for split_name in ("train", "val", "test"):
@@ -225,6 +227,8 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
         genes, expr, mean, sd, z = genes[keep].reset_index(drop=True), expr[keep], mean[keep], sd[keep], z[keep]
     if genes.empty:
         raise InputError(inputs.expression, "expression values", "genes that vary among training individuals", "none")
+    if params.role == "main" and not (genes["gene_split"] == "train").any():
+        _explain_no_training_genes(table, expressed, ref, vcf_contigs, inputs, vcf_path)
 
     # --- long work: one VCF query per gene ----------------------------------------------------
     with atomic_dir(outdir) as tmp:
@@ -246,6 +250,12 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
                 raise InputError(vcf_path, "FORMAT/GT phasing", "phased genotypes (a|b) for every heterozygous call (--require-phased)", f"unphased heterozygous calls in the window of {g.gene_id}")
         reader.close()
         _check_ref_mismatch(qc, vcf_path, params.max_ref_mismatch, final=True)
+        train_rows = (genes["gene_split"] == "train").to_numpy()
+        if params.role == "main" and not np.asarray(n_alleles)[train_rows].any():
+            raise InputError(
+                vcf_path.name, "variants", f"at least one variant in the {params.window}-bp windows of the {int(train_rows.sum())} training genes (same genome build and region as the gene table?)",
+                f"none (e.g. gene {genes.loc[train_rows, 'gene_id'].iloc[0]!r} on {genes.loc[train_rows, 'vcf_contig'].iloc[0]})",
+            )
         _log_qc(qc, qc_notes)
         genes["n_alleles"] = n_alleles
         genes["off_contig"] = [GeneWindow(g.gene_id, g.fasta_contig, int(g.tss), g.strand, params.window, params.anchor, int(g.contig_length)).off_contig for g in genes.itertuples(index=False)]
@@ -298,6 +308,72 @@ def _individual_splits(inputs: PrepareInputs, params: PrepareParams, usable: lis
     splits = split_individuals(usable, params.split_seed, params.val_fraction, params.test_fraction)
     log.info("individuals split with seed %d: %s", params.split_seed, {k: len(v) for k, v in splits.items()})
     return splits
+
+
+MIN_INDIVIDUALS = 3  # per split: per-gene Pearson r across held-out individuals needs 3; training needs a s.d. and a fit
+
+
+def user_parameter(name: str, role: str = "main") -> str:
+    """How a user sets input `name`: the Nextflow/params-file key and the `sage_net.py prepare` option."""
+    if role == "external":
+        key = {"samples": "external_samples", "vcf": "external_vcf", "expression": "external_expression"}.get(name, name)
+        option = name
+    else:
+        key, option = name, name
+    return f"sage_net_{key} (--{option.replace('_', '-')})"
+
+
+def _check_split_sizes(splits: dict[str, list[str]], inputs: PrepareInputs, params: PrepareParams, n_usable: int) -> None:
+    """Refuse, before any long work, splits that can only fail at PrediXcan, training or evaluation."""
+    small = {k: len(v) for k, v in splits.items() if len(v) < MIN_INDIVIDUALS}
+    if not small:
+        return
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    why = f"at least {MIN_INDIVIDUALS} individuals in every split (Pearson r across held-out individuals)"
+    if params.role == "external":
+        raise InputError(user_parameter("samples", "external"), "individuals", why, f"{sizes} (individuals in both the VCF and the expression table)")
+    split = next(iter(small))
+    if inputs.train_samples is None:
+        lists = ", ".join(user_parameter(f"{k}_samples") for k in ("train", "val", "test"))
+        raise InputError(
+            "sage_net_split_seed (--split-seed)", "seeded split", f"{why}: give {lists}, or more individuals",
+            f"the {1 - params.val_fraction - params.test_fraction:.0%}/{params.val_fraction:.0%}/{params.test_fraction:.0%} split of "
+            f"{n_usable} individuals in both the VCF and the expression table gives {sizes}",
+        )
+    raise InputError(user_parameter(f"{split}_samples"), "individuals", why, f"{sizes} ({Path(getattr(inputs, f'{split}_samples')).name})")
+
+
+def _explain_no_training_genes(table: pd.DataFrame, expressed: pd.Index, ref: genome.Reference, vcf_contigs: list[str], inputs: PrepareInputs, vcf_path: Path) -> None:
+    """No gene left on the training side: say which input removed them, not just that none is left."""
+    if inputs.train_genes is not None:
+        ids = read_id_list(Path(inputs.train_genes), "train gene list")
+        candidates = table[table["gene_id"].isin(ids)]
+        if candidates.empty:
+            raise InputError(user_parameter("train_genes"), "gene ids", f"ids of the gene table {Path(inputs.genes).name}", f"none of {len(ids)} (e.g. {ids[0]!r})")
+        where = f"the {len(candidates)} genes of {user_parameter('train_genes')}"
+    else:
+        candidates = table[table["chrom"].map(chromosome_split) == "train"]
+        if candidates.empty:
+            chroms = sorted(set(table["chrom"]), key=lambda c: (len(c), c))
+            raise InputError(
+                user_parameter("genes"), "chromosomes",
+                f"genes on the training chromosomes {cfg.TRAIN_CHROMOSOMES[0]}-{cfg.TRAIN_CHROMOSOMES[-1]} (the paper's chromosome split), "
+                f"or gene lists {user_parameter('train_genes')}, {user_parameter('val_genes')}, {user_parameter('test_genes')}",
+                f"genes on {', '.join(chroms[:8])} only ({Path(inputs.genes).name})",
+            )
+        where = f"the {len(candidates)} genes on the training chromosomes {cfg.TRAIN_CHROMOSOMES[0]}-{cfg.TRAIN_CHROMOSOMES[-1]}"
+    with_expr = candidates[candidates["gene_id"].isin(expressed)]
+    if with_expr.empty:
+        raise InputError(Path(inputs.expression).name, "gene ids (first column)", f"expression rows for {where}", f"none (e.g. {candidates['gene_id'].iloc[0]!r} has no row)")
+    chroms = sorted(set(with_expr["chrom"]), key=lambda c: (len(c), c))
+    if all(genome.map_contig(c, ref.lengths) is None for c in chroms):
+        raise InputError(Path(inputs.fasta).name, "contigs", f"the chromosomes of {where} ({', '.join(chroms[:5])}; with or without 'chr')", f"FASTA contigs {list(ref.lengths)[:5]}")
+    if all(genome.map_contig(c, vcf_contigs) is None for c in chroms):
+        raise InputError(
+            vcf_path.name, "contigs", f"genotypes on the chromosomes of {where} ({', '.join(chroms[:5])}; with or without 'chr')",
+            f"records on contigs {', '.join(vcf_contigs[:5]) or 'none'}{' ...' if len(vcf_contigs) > 5 else ''} only",
+        )
+    raise InputError(Path(inputs.expression).name, "expression values", f"variation among training individuals for at least one of {where}", "every one is constant or on a contig missing from the FASTA or VCF")
 
 
 def _require_present(ids: list[str], path: Path, in_expr: set[str], in_vcf: set[str]) -> None:

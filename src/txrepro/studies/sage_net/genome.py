@@ -277,6 +277,19 @@ def vcf_samples(path: Path) -> list[str]:
 
 
 def vcf_contigs(path: Path) -> list[str]:
+    """Contigs that hold records (from the tabix/CSI index), not the header's declared ##contig list.
+
+    Real VCFs often declare the whole genome in the header (a GRCh38 header on a chr22-only file);
+    a gene on a declared but empty contig would silently get no variants at all.
+    """
+    import pysam
+
+    try:
+        with pysam.VariantFile(str(path)) as vf:
+            if vf.index is not None:
+                return list(vf.index.keys())
+    except (OSError, ValueError):
+        pass
     vcf = open_vcf(path)
     try:
         return list(vcf.seqnames)
