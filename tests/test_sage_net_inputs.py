@@ -305,3 +305,61 @@ def test_training_genes_without_any_variant_are_refused(tmp_path):
     paths |= {"train_genes": tmp_path / "train_genes.txt", "val_genes": tmp_path / "val_genes.txt"}
     with pytest.raises(InputError, match=r"^v.vcf.gz: variants: expected at least one variant in the 100-bp windows of the 1 training genes"):
         _prepare(tmp_path, paths)
+
+
+def test_duplicated_sample_column_is_reported_as_a_duplicate(tmp_path):
+    """pandas renames a second `S03` column to `S03.1`; the error must name the duplicate, not a
+    sample missing from the VCF or a sample list."""
+    paths, _ = _inputs(tmp_path)
+    lines = paths["expression"].read_text().splitlines()
+    header = lines[0].split(",")
+    header[5] = header[4]  # S03 twice (S04's column renamed)
+    paths["expression"].write_text("\n".join([",".join(header)] + lines[1:]) + "\n")
+    res = _cli_prepare(paths, tmp_path / "out")
+    line = assert_one_line_error(res, "expr.csv: sample columns (header line): expected each column name once; found 'S03' twice")
+    assert "S03.1" not in line and "train" not in line
+
+
+def test_duplicated_covariate_column_is_reported(tmp_path):
+    from txrepro.studies.sage_net.pipeline import preprocess_step
+
+    tpm = pd.DataFrame(np.ones((2, 4)) * 5, index=pd.Index(["G1", "G2"], name="gene_id"), columns=["A", "B", "C", "D"])
+    tpm.to_csv(tmp_path / "tpm.csv")
+    (tmp_path / "cov.csv").write_text("sample,batch,batch\nA,0,1\nB,1,0\nC,0,0\nD,1,1\n")
+    with pytest.raises(InputError, match=r"cov.csv: covariate columns \(header line\): expected each column name once; found 'batch' twice"):
+        preprocess_step(tmp_path / "tpm.csv", tmp_path / "cov.csv", tmp_path / "adj.csv", n_pcs=0)
+
+
+class _Payload:
+    """Unpickling this object would create the marker file (what a crafted model.pt can do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_model_file_is_refused_without_running_it(tmp_path):
+    import torch
+
+    from txrepro.studies.sage_net.train import load_model
+
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil_model"
+    evil.mkdir()
+    torch.save({"state_dict": _Payload(marker), "config": {}, "meta": {}}, evil / "model.pt")
+    assert not marker.exists()
+    with pytest.raises(InputError, match=r"model.pt: model file: expected a psagenet checkpoint .*refused unread"):
+        load_model(evil, "psagenet")
+    assert not marker.exists()
+    # the same through a user's command (attribute reads --psagenet first)
+    paths, _ = _inputs(tmp_path)
+    p = _prepare(tmp_path, paths)
+    from txrepro.studies.sage_net.predixcan import PrediXcanParams, run_predixcan
+
+    run_predixcan(p, tmp_path / "px", PrediXcanParams())
+    res = run_cli(["sage_net.py", "attribute", "--prepared", str(p.path), "--predixcan", str(tmp_path / "px"), "--psagenet", str(evil),
+                   "--device", "cpu", "--out", str(tmp_path / "attr")])
+    assert_one_line_error(res, "model.pt: model file", "refused unread")
+    assert not marker.exists() and not (tmp_path / "attr").exists()

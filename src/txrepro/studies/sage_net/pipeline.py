@@ -54,12 +54,14 @@ DEFAULTS: dict[str, Any] = {
 
 def preprocess_step(tpm: Path, covariates: Path | None, out: Path, *, n_pcs: int = 10, r2_cutoff: float = 0.9) -> Path:
     from txrepro.io.tables import read_table
-    from txrepro.studies.sage_net.expression import adjust_expression, read_expression
+    from txrepro.studies.sage_net.expression import adjust_expression, read_expression, require_unique_header
 
     tpm_df = read_expression(tpm, "TPM table")
     if (tpm_df.to_numpy() < 0).any():
         raise InputError(tpm, "TPM values", "non-negative TPM (log2(TPM+1) follows)", "negative values (already log-scaled or adjusted? then skip this step)")
     cov = read_table(covariates, what="covariates table", index_col=0) if covariates else None
+    if covariates:
+        require_unique_header(Path(covariates), "covariates table", "covariate columns")
     adjusted, report = adjust_expression(tpm_df, cov, n_pcs=n_pcs, r2_cutoff=r2_cutoff, covariates_path=covariates or Path("covariates"))
     with atomic_path(out) as tmp:
         adjusted.to_csv(tmp)
