@@ -363,3 +363,35 @@ def test_crafted_model_file_is_refused_without_running_it(tmp_path):
                    "--device", "cpu", "--out", str(tmp_path / "attr")])
     assert_one_line_error(res, "model.pt: model file", "refused unread")
     assert not marker.exists() and not (tmp_path / "attr").exists()
+
+
+def _files_containing(root: Path, needles: list[str]) -> list[str]:
+    """Every file under `root` (text or binary) that contains one of `needles`."""
+    hits = []
+    for f in root.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            hits += [f"{f.relative_to(root)}: {n}" for n in needles if n.encode() in data]
+    return hits
+
+
+def test_prepared_folder_names_controlled_inputs_by_file_name_and_checksum(tmp_path):
+    """manifest.json and the variant caches carry no path of the VCF, expression table or sample lists."""
+    from txrepro.io.checksum import file_digest
+
+    private = tmp_path / "dua_private_folder"
+    private.mkdir()
+    paths, _ = _inputs(private)
+    fasta, genes = tmp_path / "ref.fa", tmp_path / "genes.tsv"
+    for f in (paths["fasta"], Path(f"{paths['fasta']}.fai"), paths["genes"]):
+        shutil.move(f, tmp_path / f.name)
+    paths |= {"fasta": fasta, "genes": genes}
+    out = tmp_path / "work"
+    out.mkdir()
+    p = prepare(PrepareInputs(**paths), out / "prepared", PrepareParams(window=WINDOW))
+    assert _files_containing(out, [str(private), str(private.resolve()), "dua_private_folder"]) == []
+    rec = json.loads((p / "manifest.json").read_text())["inputs"]
+    assert rec["vcf"] == {"file": "v.vcf.gz", "path": "path withheld (controlled input)", "checksum": "sha256:" + file_digest(paths["vcf"]),
+                          "size_bytes": paths["vcf"].stat().st_size}
+    assert rec["train_samples"]["file"] == "train.txt" and rec["fasta"] == str(fasta)  # reference data keeps its path
+    assert Prepared(p).reference.lengths == {"chr1": LENGTH}

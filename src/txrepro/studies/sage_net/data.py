@@ -24,8 +24,10 @@ import pandas as pd
 
 from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_dir, write_json
+from txrepro.io.controlled import input_record
 from txrepro.io.tables import read_table
 from txrepro.runtime import get_logger, progress
+from txrepro.studies.sage_net import STUDY
 from txrepro.studies.sage_net import config as cfg
 from txrepro.studies.sage_net import genome
 from txrepro.studies.sage_net.expression import read_expression, zscores
@@ -273,7 +275,7 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
             tmp / "manifest.json",
             {
                 "params": asdict(params),
-                "inputs": {k: str(v) for k, v in asdict(inputs).items() if v is not None} | {"vcf_used": str(vcf_path)},
+                "inputs": _input_records(inputs, vcf_path),
                 "fasta": {"name": Path(inputs.fasta).name, "contigs": {c: ref.lengths[c] for c in sorted(set(genes["fasta_contig"]))}},
                 "qc": qc.as_dict() | qc_notes,
                 "n_genes": int(len(genes)),
@@ -282,6 +284,20 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
         )
     ref.close()
     return outdir
+
+
+# individual-level inputs (txrepro.io.controlled): recorded by file name and checksum, never by path
+CONTROLLED_INPUTS = ("vcf", "expression", "train_samples", "val_samples", "test_samples", "samples")
+
+
+def _input_records(inputs: PrepareInputs, vcf_path: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in asdict(inputs).items():
+        if value is not None:
+            out[key] = input_record(value, study=STUDY) if key in CONTROLLED_INPUTS else str(value)
+    if Path(vcf_path) != Path(inputs.vcf):
+        out["vcf_used"] = "a bgzip + tabix copy of the VCF made for this run (removed)"
+    return out
 
 
 def _individual_splits(inputs: PrepareInputs, params: PrepareParams, usable: list[str], in_expr: set[str], in_vcf: set[str]) -> dict[str, list[str]]:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_path, write_json
+from txrepro.io.controlled import redact_params
 from txrepro.metrics.table import MetricRow
 from txrepro.report.published import read_published
 from txrepro.runtime import get_logger
@@ -122,8 +123,10 @@ def evaluate_step(
     inputs = {"prepared": str(prepared), "predixcan": str(predixcan), "rsagenet": str(rsagenet), "psagenet": str(psagenet)}
     if external:
         inputs["external_prepared"] = str(external)
-    inputs |= {f"cohort_{k}": v for k, v in main.manifest.get("inputs", {}).items()}
-    run_params = dict(params or {}) | {"top_genes": top_genes, "cohort": cohort, "external_cohort": external_cohort}
+    inputs |= {f"cohort_{k}": v for k, v in main.manifest.get("inputs", {}).items()}  # controlled ones: name + checksum (prepare)
+    if ext is not None:
+        inputs |= {f"external_cohort_{k}": v for k, v in ext.manifest.get("inputs", {}).items()}
+    run_params = redact_params(dict(params or {}), with_checksum=True) | {"top_genes": top_genes, "cohort": cohort, "external_cohort": external_cohort}
     return finish_study(outdir, STUDY, rows, data_source=data_source, figures=figures, inputs=inputs, params=run_params)  # type: ignore[arg-type]
 
 

@@ -236,10 +236,13 @@ def resolve_overlaps(pos: np.ndarray, end: np.ndarray, carried: np.ndarray) -> n
 
 
 def cache_key(vcf: Path, fasta: Path, samples: list[str], vcf_contig: str, region: tuple[int, int], window: tuple[int, int]) -> str:
-    """Identity of a cached matrix: the files (path, size, mtime), the samples and the region."""
+    """Identity of a cached matrix: the files (path, size, mtime), the samples and the region.
+
+    Paths enter as a hash: the key is stored in every .npz and the VCF's path is controlled-access.
+    """
     def ident(p: Path) -> list:
         st = p.stat()
-        return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+        return [hashlib.sha256(str(p.resolve()).encode()).hexdigest(), st.st_size, st.st_mtime_ns]
 
     payload = {
         "v": CACHE_VERSION, "vcf": ident(vcf), "fasta": ident(fasta), "contig": vcf_contig, "region": list(region),
