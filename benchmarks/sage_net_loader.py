@@ -79,7 +79,7 @@ def synthetic_inputs(out: Path, *, n_genes: int, n_samples: int, window: int, sp
 def bench_loader(inp: dict, out: Path, ref_genes: int, ref_individuals: int) -> dict:
     import pysam
 
-    from txrepro.studies.sage_net.genome import Reference, encode, open_vcf
+    from txrepro.studies.sage_net.genome import GenotypeReader, Reference, encode
     from txrepro.studies.sage_net.per_item import personal_haplotypes
     from txrepro.studies.sage_net.sequences import GeneWindow, build_haplotypes
     from txrepro.studies.sage_net.variants import cache_key, load_gene_variants, query_gene, save_gene_variants
@@ -92,12 +92,12 @@ def bench_loader(inp: dict, out: Path, ref_genes: int, ref_individuals: int) -> 
     ref = Reference(inp["fasta"])
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
-    vcf = open_vcf(inp["vcf"], samples)
+    vcf = GenotypeReader(inp["vcf"], samples)
     codes_by_gene, t0 = {}, time.perf_counter()
     n_alleles = []
     for gw in windows:
         codes = ref.fetch("chr1", *gw.region)
-        gv, qc = query_gene(vcf, "1", gw.region, gw.window, codes, n)
+        gv, qc = query_gene(vcf, "1", gw.region, gw.window, codes)
         save_gene_variants(cache / f"{gw.gene_id}.npz", gv, qc, cache_key(inp["vcf"], inp["fasta"], samples, "1", gw.region, gw.window))
         codes_by_gene[gw.gene_id] = build_haplotypes(codes, gw, gv, np.arange(n))
         n_alleles.append(gv.n)

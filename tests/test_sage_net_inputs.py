@@ -29,21 +29,23 @@ def _genome(rng: np.random.Generator) -> str:
     return "".join(rng.choice(list("ACGT"), LENGTH))
 
 
-def _inputs(tmp: Path, *, rows=None, gene_rows=None, vcf_contig="1", fasta_contig="chr1", expr_samples=None, index=True, lists=True):
+def _inputs(tmp: Path, *, rows=None, gene_rows=None, vcf_contig="1", fasta_contig="chr1", expr_samples=None, index=True, lists=True, fasta_extra=None, vcf_header_contigs=None):
     """A 600-bp chr1, two genes, a VCF with one SNV per gene window, expression for every sample."""
     rng = np.random.default_rng(0)
     seq = _genome(rng)
-    fasta = write_fasta(tmp / "ref.fa", {fasta_contig: seq})
+    fasta = write_fasta(tmp / "ref.fa", {fasta_contig: seq} | (fasta_extra or {}))
     if rows is None:
         rows = [(vcf_contig, 151, seq[150], "A" if seq[150] != "A" else "C", ["0|1"] * N), (vcf_contig, 401, seq[400], "G" if seq[400] != "G" else "T", ["1|1"] * N)]
-    vcf = write_vcf(tmp / "v.vcf.gz", {vcf_contig: LENGTH}, SAMPLES, rows, index=index)
-    genes = write_table(tmp / "genes.tsv", ["gene_id", "chr", "tss", "strand"], gene_rows or [["G1", "1", 150, "+"], ["G2", "1", 400, "-"]])
+    vcf = write_vcf(tmp / "v.vcf.gz", vcf_header_contigs or {vcf_contig: LENGTH}, SAMPLES, rows, index=index)
+    gene_rows = gene_rows or [["G1", "1", 150, "+"], ["G2", "1", 400, "-"]]
+    genes = write_table(tmp / "genes.tsv", ["gene_id", "chr", "tss", "strand"], gene_rows)
     cols = expr_samples or SAMPLES
-    expr = pd.DataFrame(rng.normal(size=(2, len(cols))), index=pd.Index(["G1", "G2"], name="gene_id"), columns=cols)
+    ids = [r[0] for r in gene_rows]
+    expr = pd.DataFrame(rng.normal(size=(len(ids), len(cols))), index=pd.Index(ids, name="gene_id"), columns=cols)
     expr.to_csv(tmp / "expr.csv")
     paths = dict(vcf=vcf, fasta=fasta, genes=genes, expression=tmp / "expr.csv")
     if lists:
-        for name, members in (("train", SAMPLES[:8]), ("val", SAMPLES[8:10]), ("test", SAMPLES[10:])):
+        for name, members in (("train", SAMPLES[:6]), ("val", SAMPLES[6:9]), ("test", SAMPLES[9:])):
             (tmp / f"{name}.txt").write_text("\n".join(members) + "\n")
             paths[f"{name}_samples"] = tmp / f"{name}.txt"
     return paths, seq
@@ -126,7 +128,10 @@ def test_unphased_missing_multiallelic_symbolic_are_counted(tmp_path, caplog):
     assert qc["multiallelic_records"] == 1 and qc["alt_alleles"] == 7
     assert qc["symbolic_alleles"] == 2
     text = caplog.text
-    assert "4 of" in text and "unphased" in text and "symbolic" in text and "missing" in text
+    # the denominator is what the words say: heterozygous genotypes (12 + 12 + 12 here), not all 60 genotypes
+    assert qc["het_calls"] == 36
+    assert "4 of 36 heterozygous genotypes are unphased" in text
+    assert "2 of 7 ALT alleles are symbolic" in text and "7 of 120 genotype allele calls are missing" in text
     gv = p.variants("G1")
     assert gv.n == 7
     # symbolic alleles stay PrediXcan features but are never inserted into a sequence
@@ -237,9 +242,156 @@ def test_seeded_split_of_the_original():
     assert set(s["train"]) | set(s["val"]) | set(s["test"]) == set(ids)
 
 
-def test_seeded_split_when_no_lists_given(tmp_path):
+def test_seeded_split_too_small_is_refused_before_any_work(tmp_path):
+    """12 individuals: the 80/10/10 split gives 1 validation and 1 test individual, which PrediXcan
+    and the per-gene r across held-out individuals cannot use. Refused naming the parameters."""
     paths, _ = _inputs(tmp_path, lists=False)
+    res = _cli_prepare(paths, tmp_path / "out")
+    line = assert_one_line_error(res, "sage_net_split_seed", "train 10, val 1, test 1", "at least 3 individuals in every split", "sage_net_val_samples (--val-samples)")
+    assert "prepared" not in line and not (tmp_path / "out").exists()
+
+
+def test_given_sample_list_too_small_names_its_parameter(tmp_path):
+    paths, _ = _inputs(tmp_path)
+    paths["val_samples"].write_text("S06\nS07\n")
+    with pytest.raises(InputError, match=r"^sage_net_val_samples \(--val-samples\): individuals: expected at least 3 .* found train 6, val 2, test 3 \(val.txt\)"):
+        _prepare(tmp_path, paths)
+
+
+def test_external_cohort_too_small_names_its_parameter(tmp_path):
+    paths, _ = _inputs(tmp_path, lists=False)
+    (tmp_path / "ext.txt").write_text("S00\nS01\n")
+    paths["samples"] = tmp_path / "ext.txt"
+    with pytest.raises(InputError, match=r"^sage_net_external_samples \(--samples\): individuals: expected at least 3 .*found all 2"):
+        _prepare(tmp_path, paths, role="external")
+
+
+def test_no_gene_on_the_training_chromosomes_names_the_gene_parameters(tmp_path):
+    """A chr22-only gene table with the default chromosome split: nothing to train on."""
+    paths, _ = _inputs(tmp_path, vcf_contig="22", fasta_contig="chr22", gene_rows=[["G1", "22", 150, "+"], ["G2", "22", 400, "-"]])
+    res = _cli_prepare(paths, tmp_path / "out")
+    assert_one_line_error(res, "sage_net_genes (--genes): chromosomes", "training chromosomes 1-16", "sage_net_train_genes (--train-genes)", "genes on 22 only")
+    # gene lists fix it
+    for split, gene in (("train", "G1"), ("val", "G2")):
+        (tmp_path / f"{split}_genes.txt").write_text(gene + "\n")
+        paths[f"{split}_genes"] = tmp_path / f"{split}_genes.txt"
     p = _prepare(tmp_path, paths)
-    assert p.samples["split"].value_counts().to_dict() == {"train": 10, "val": 1, "test": 1}
-    manifest = json.loads((p.path / "manifest.json").read_text())
-    assert manifest["params"]["split_seed"] == 17
+    assert p.genes_in("train") == ["G1"]
+    # ids that are not in the gene table are named as such
+    (tmp_path / "train_genes.txt").write_text("ENSG0001\n")
+    with pytest.raises(InputError, match=r"^sage_net_train_genes \(--train-genes\): gene ids: expected ids of the gene table genes.tsv; found none of 1"):
+        _prepare(tmp_path, paths)
+
+
+def test_vcf_without_the_training_chromosomes_is_named_as_the_cause(tmp_path):
+    """Genes on chr1 (training) and chr22; the VCF declares both in its header but holds records on
+    22 only (a per-chromosome download): the error names the VCF's contigs, not a missing gene."""
+    seq22 = _genome(np.random.default_rng(1))
+    rows = [("22", 151, seq22[150], "A" if seq22[150] != "A" else "C", ["0|1"] * N)]
+    paths, _ = _inputs(
+        tmp_path, rows=rows, vcf_contig="22", fasta_extra={"chr22": seq22}, vcf_header_contigs={"1": LENGTH, "22": LENGTH},
+        gene_rows=[["G1", "1", 150, "+"], ["G2", "22", 150, "-"]],
+    )
+    res = _cli_prepare(paths, tmp_path / "out")
+    assert_one_line_error(res, "v.vcf.gz: contigs: expected genotypes on the chromosomes of the 1 genes on the training chromosomes 1-16 (1;", "records on contigs 22 only")
+
+
+def test_training_genes_without_any_variant_are_refused(tmp_path):
+    seq = _genome(np.random.default_rng(0))
+    rows = [("1", 401, seq[400], "G" if seq[400] != "G" else "T", ["0|1"] * N)]  # G2's window only
+    paths, _ = _inputs(tmp_path, rows=rows)
+    (tmp_path / "train_genes.txt").write_text("G1\n")
+    (tmp_path / "val_genes.txt").write_text("G2\n")
+    paths |= {"train_genes": tmp_path / "train_genes.txt", "val_genes": tmp_path / "val_genes.txt"}
+    with pytest.raises(InputError, match=r"^v.vcf.gz: variants: expected at least one variant in the 100-bp windows of the 1 training genes"):
+        _prepare(tmp_path, paths)
+
+
+def test_duplicated_sample_column_is_reported_as_a_duplicate(tmp_path):
+    """pandas renames a second `S03` column to `S03.1`; the error must name the duplicate, not a
+    sample missing from the VCF or a sample list."""
+    paths, _ = _inputs(tmp_path)
+    lines = paths["expression"].read_text().splitlines()
+    header = lines[0].split(",")
+    header[5] = header[4]  # S03 twice (S04's column renamed)
+    paths["expression"].write_text("\n".join([",".join(header)] + lines[1:]) + "\n")
+    res = _cli_prepare(paths, tmp_path / "out")
+    line = assert_one_line_error(res, "expr.csv: sample columns (header line): expected each column name once; found 'S03' twice")
+    assert "S03.1" not in line and "train" not in line
+
+
+def test_duplicated_covariate_column_is_reported(tmp_path):
+    from txrepro.studies.sage_net.pipeline import preprocess_step
+
+    tpm = pd.DataFrame(np.ones((2, 4)) * 5, index=pd.Index(["G1", "G2"], name="gene_id"), columns=["A", "B", "C", "D"])
+    tpm.to_csv(tmp_path / "tpm.csv")
+    (tmp_path / "cov.csv").write_text("sample,batch,batch\nA,0,1\nB,1,0\nC,0,0\nD,1,1\n")
+    with pytest.raises(InputError, match=r"cov.csv: covariate columns \(header line\): expected each column name once; found 'batch' twice"):
+        preprocess_step(tmp_path / "tpm.csv", tmp_path / "cov.csv", tmp_path / "adj.csv", n_pcs=0)
+
+
+class _Payload:
+    """Unpickling this object would create the marker file (what a crafted model.pt can do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_model_file_is_refused_without_running_it(tmp_path):
+    import torch
+
+    from txrepro.studies.sage_net.train import load_model
+
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil_model"
+    evil.mkdir()
+    torch.save({"state_dict": _Payload(marker), "config": {}, "meta": {}}, evil / "model.pt")
+    assert not marker.exists()
+    with pytest.raises(InputError, match=r"model.pt: model file: expected a psagenet checkpoint .*refused unread"):
+        load_model(evil, "psagenet")
+    assert not marker.exists()
+    # the same through a user's command (attribute reads --psagenet first)
+    paths, _ = _inputs(tmp_path)
+    p = _prepare(tmp_path, paths)
+    from txrepro.studies.sage_net.predixcan import PrediXcanParams, run_predixcan
+
+    run_predixcan(p, tmp_path / "px", PrediXcanParams())
+    res = run_cli(["sage_net.py", "attribute", "--prepared", str(p.path), "--predixcan", str(tmp_path / "px"), "--psagenet", str(evil),
+                   "--device", "cpu", "--out", str(tmp_path / "attr")])
+    assert_one_line_error(res, "model.pt: model file", "refused unread")
+    assert not marker.exists() and not (tmp_path / "attr").exists()
+
+
+def _files_containing(root: Path, needles: list[str]) -> list[str]:
+    """Every file under `root` (text or binary) that contains one of `needles`."""
+    hits = []
+    for f in root.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            hits += [f"{f.relative_to(root)}: {n}" for n in needles if n.encode() in data]
+    return hits
+
+
+def test_prepared_folder_names_controlled_inputs_by_file_name_and_checksum(tmp_path):
+    """manifest.json and the variant caches carry no path of the VCF, expression table or sample lists."""
+    from txrepro.io.checksum import file_digest
+
+    private = tmp_path / "dua_private_folder"
+    private.mkdir()
+    paths, _ = _inputs(private)
+    fasta, genes = tmp_path / "ref.fa", tmp_path / "genes.tsv"
+    for f in (paths["fasta"], Path(f"{paths['fasta']}.fai"), paths["genes"]):
+        shutil.move(f, tmp_path / f.name)
+    paths |= {"fasta": fasta, "genes": genes}
+    out = tmp_path / "work"
+    out.mkdir()
+    p = prepare(PrepareInputs(**paths), out / "prepared", PrepareParams(window=WINDOW))
+    assert _files_containing(out, [str(private), str(private.resolve()), "dua_private_folder"]) == []
+    rec = json.loads((p / "manifest.json").read_text())["inputs"]
+    assert rec["vcf"] == {"file": "v.vcf.gz", "path": "path withheld (controlled input)", "checksum": "sha256:" + file_digest(paths["vcf"]),
+                          "size_bytes": paths["vcf"].stat().st_size}
+    assert rec["train_samples"]["file"] == "train.txt" and rec["fasta"] == str(fasta)  # reference data keeps its path
+    assert Prepared(p).reference.lengths == {"chr1": LENGTH}

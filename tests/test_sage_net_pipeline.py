@@ -123,21 +123,33 @@ def test_attribution_peaks_at_the_causal_snp(run, metrics):
     assert (run / "attribution_other" / "sage_net_attribution.png").is_file()
 
 
-def test_same_inputs_same_metrics_bit_for_bit(run, tmp_path):
+def test_same_inputs_same_metrics_bit_for_bit_and_no_controlled_path_in_any_output(run, tmp_path):
     """The fixture files given as data (profile full, a params file with command-line strings) give
-    byte-identical metrics: the provided-data path, param coercion and CPU determinism at once."""
+    byte-identical metrics: the provided-data path, param coercion and CPU determinism at once.
+
+    The individual-level inputs (genotypes, expression, covariates, sample lists) sit in a folder
+    standing for a data-use-agreement location: no file under the output folder (work folder,
+    run_info.json, prepared manifests, variant caches, report, MultiQC HTML) may contain their paths."""
+    import shutil
+
     import yaml
 
     from txrepro.reproduce import load_params, reproduce
 
     fx = run / "sage_net" / "fixture"
+    private = tmp_path / "rosmap_dua_private"
+    private.mkdir()
+    controlled = ("cohort.vcf.gz", "cohort.vcf.gz.tbi", "expression_tpm.csv", "covariates.csv", "train_samples.txt", "val_samples.txt",
+                  "test_samples.txt", "external.vcf.gz", "external.vcf.gz.tbi", "external_expression.csv", "external_samples.txt")
+    for name in controlled:
+        shutil.copy2(fx / name, private / name)
     params = {
-        "sage_net_vcf": fx / "cohort.vcf.gz", "sage_net_fasta": fx / "genome.fa", "sage_net_genes": fx / "genes.tsv",
-        "sage_net_expression": fx / "expression_tpm.csv", "sage_net_expression_is_adjusted": "false",
-        "sage_net_covariates": fx / "covariates.csv", "sage_net_expression_pcs": "0",
-        "sage_net_train_samples": fx / "train_samples.txt", "sage_net_val_samples": fx / "val_samples.txt",
-        "sage_net_test_samples": fx / "test_samples.txt", "sage_net_external_vcf": fx / "external.vcf.gz",
-        "sage_net_external_expression": fx / "external_expression.csv", "sage_net_external_samples": fx / "external_samples.txt",
+        "sage_net_vcf": private / "cohort.vcf.gz", "sage_net_fasta": fx / "genome.fa", "sage_net_genes": fx / "genes.tsv",
+        "sage_net_expression": private / "expression_tpm.csv", "sage_net_expression_is_adjusted": "false",
+        "sage_net_covariates": private / "covariates.csv", "sage_net_expression_pcs": "0",
+        "sage_net_train_samples": private / "train_samples.txt", "sage_net_val_samples": private / "val_samples.txt",
+        "sage_net_test_samples": private / "test_samples.txt", "sage_net_external_vcf": private / "external.vcf.gz",
+        "sage_net_external_expression": private / "external_expression.csv", "sage_net_external_samples": private / "external_samples.txt",
         "sage_net_config": "tiny", "sage_net_window": "1000", "sage_net_ism_half_width": "300", "sage_net_require_phased": "false",
     }
     pfile = tmp_path / "params.yml"
@@ -147,11 +159,25 @@ def test_same_inputs_same_metrics_bit_for_bit(run, tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as the `run` fixture (--threads 1): float sums depend on the thread count
     try:
-        runs, _ = reproduce("sage_net", tmp_path / "out", profile="full", params=load_params(pfile), report=False)
+        runs, report = reproduce("sage_net", tmp_path / "out", profile="full", params=load_params(pfile))
     finally:
         torch.set_num_threads(before)
-    assert json.loads(runs[0].run_info.read_text())["data_source"] == "provided"
+    info = json.loads(runs[0].run_info.read_text())
+    assert info["data_source"] == "provided"
     assert (run / "sage_net" / "metrics.tsv").read_bytes() == runs[0].metrics.read_bytes()
+
+    needles = [str(private), str(private.resolve()), private.name] + [str(private / n) for n in controlled]
+    hits = []
+    for f in (tmp_path / "out").rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            hits += [f"{f.relative_to(tmp_path / 'out')}: {n}" for n in needles if n.encode() in data]
+    assert hits == []
+    # what is recorded instead: file name and checksum; the report names the file
+    assert info["inputs"]["cohort_vcf"]["file"] == "cohort.vcf.gz" and info["inputs"]["cohort_vcf"]["checksum"].startswith("sha256:")
+    assert info["params"]["sage_net_vcf"].startswith("cohort.vcf.gz (path withheld (controlled input), sha256:")
+    assert info["params"]["sage_net_fasta"] == str(fx / "genome.fa")
+    assert "cohort.vcf.gz (path withheld (controlled input))" in report.html.read_text()
 
 
 def test_full_profile_without_data_is_not_computed(tmp_path):

@@ -7,7 +7,7 @@ import pysam
 import pytest
 
 from sage_net_helpers import write_fasta, write_vcf
-from txrepro.studies.sage_net.genome import Reference, decode, open_vcf
+from txrepro.studies.sage_net.genome import GenotypeReader, Reference, decode
 from txrepro.studies.sage_net.per_item import personal_haplotypes
 from txrepro.studies.sage_net.sequences import GeneWindow, build_haplotypes, reference_sequence
 from txrepro.studies.sage_net.variants import query_gene
@@ -64,7 +64,7 @@ def _vectorised(fasta, vcf, anchor, strand, tss=TSS, length=L):
     ref = Reference(fasta)
     gw = GeneWindow("g", "chr1", tss, strand, length, anchor, len(SEQ))
     codes = ref.fetch("chr1", *gw.region)
-    gv, qc = query_gene(open_vcf(vcf, SAMPLES), "1", gw.region, gw.window, codes, len(SAMPLES))
+    gv, qc = query_gene(GenotypeReader(vcf, SAMPLES), "1", gw.region, gw.window, codes)
     out = build_haplotypes(codes, gw, gv, np.arange(len(SAMPLES)))
     return gw, codes, gv, qc, {s: (decode(out[i, 0]), decode(out[i, 1])) for i, s in enumerate(SAMPLES)}
 
@@ -154,7 +154,7 @@ def test_vectorised_equals_per_item_on_random_indels(tmp_path, seed):
             for tss, win in ((200, 120), (30, 80), (390, 60)):  # inside, off the start, off the end
                 gw = GeneWindow("g", "chr1", tss, strand, win, anchor, length)
                 codes = ref.fetch("chr1", *gw.region)
-                gv, qc = query_gene(open_vcf(vcf, samples), "1", gw.region, gw.window, codes, len(samples))
+                gv, qc = query_gene(GenotypeReader(vcf, samples), "1", gw.region, gw.window, codes)
                 out = build_haplotypes(codes, gw, gv, np.arange(len(samples)))
                 for i, s in enumerate(samples):
                     exp = personal_haplotypes(fa, vf, fasta_contig="chr1", vcf_contig="1", tss=tss, strand=strand, sample=s, length=win, anchor=anchor)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from txrepro import STUDY_IDS
 from txrepro.io.atomic import atomic_dir
+from txrepro.io.controlled import redact_params
 from txrepro.metrics.table import METRICS_COLUMNS, read_metrics
 from txrepro.paths import assets_dir
 from txrepro.report import multiqc
@@ -122,7 +123,8 @@ def build_report(
             for proc, tools in multiqc.read_versions_tsv(versions_tsv).items():
                 all_versions.setdefault(proc, {}).update(tools)
             multiqc.write_versions_yaml(all_versions, content / "software_versions_mqc.yml")
-            multiqc.write_workflow_summary(params or {}, content / "workflow_summary_mqc.yml")
+            # controlled-access inputs appear by file name only (txrepro.io.controlled)
+            multiqc.write_workflow_summary(redact_params(params or {}), content / "workflow_summary_mqc.yml")
             if overview:
                 shutil.copy2(overview, content / "reproduction_overview_mqc.png")
             config = Path(multiqc_config) if multiqc_config else assets_dir() / "multiqc_config.yml"

@@ -24,8 +24,10 @@ import pandas as pd
 
 from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_dir, write_json
+from txrepro.io.controlled import input_record
 from txrepro.io.tables import read_table
 from txrepro.runtime import get_logger, progress
+from txrepro.studies.sage_net import STUDY
 from txrepro.studies.sage_net import config as cfg
 from txrepro.studies.sage_net import genome
 from txrepro.studies.sage_net.expression import read_expression, zscores
@@ -205,9 +207,11 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
     if not usable:
         raise InputError(inputs.expression, "sample columns", f"sample ids that appear in the VCF {vcf_path.name}", f"none of {expr.shape[1]} (VCF ids look like {vcf_samples[:2]})")
     splits = _individual_splits(inputs, params, usable, set(expr.columns), in_vcf)
+    _check_split_sizes(splits, inputs, params, len(usable))
     sample_order = [s for split in ("train", "val", "test", "all") for s in splits.get(split, [])]
 
     # genes: expression rows, FASTA contigs, VCF contigs, TSS inside the contig
+    table, expressed = genes, expr.index
     genes = _resolve_genes(genes, expr, ref, vcf_contigs, inputs, vcf_path, qc_notes)
     genes["gene_split"] = _gene_splits(genes, inputs)
     for split_name in ("train", "val", "test"):
@@ -225,18 +229,20 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
         genes, expr, mean, sd, z = genes[keep].reset_index(drop=True), expr[keep], mean[keep], sd[keep], z[keep]
     if genes.empty:
         raise InputError(inputs.expression, "expression values", "genes that vary among training individuals", "none")
+    if params.role == "main" and not (genes["gene_split"] == "train").any():
+        _explain_no_training_genes(table, expressed, ref, vcf_contigs, inputs, vcf_path)
 
     # --- long work: one VCF query per gene ----------------------------------------------------
     with atomic_dir(outdir) as tmp:
         (tmp / "variants").mkdir()
         qc = VariantQC()
         n_alleles = []
-        vcf = genome.open_vcf(vcf_path, sample_order)
+        reader = genome.GenotypeReader(vcf_path, sample_order)
         cache = Path(params.cache_dir) if params.cache_dir else None
         for g in progress(genes.itertuples(index=False), desc="sage_net prepare: variant matrices", total=len(genes)):
             gw = GeneWindow(g.gene_id, g.fasta_contig, int(g.tss), g.strand, params.window, params.anchor, int(g.contig_length))
-            gv, gqc = _gene_variants(vcf, vcf_path, ref, gw, g.vcf_contig, sample_order, cache, params)
-            gqc.overlap_skipped = _count_overlaps(gv)
+            gv, gqc = _gene_variants(reader, vcf_path, ref, gw, g.vcf_contig, cache)
+            gqc.overlap_skipped, gqc.carried_allele_copies = _count_overlaps(gv)
             qc.add(gqc)
             n_alleles.append(gv.n)
             key = cache_key(vcf_path, Path(inputs.fasta), sample_order, g.vcf_contig or "", gw.region, gw.window)
@@ -244,8 +250,14 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
             _check_ref_mismatch(qc, vcf_path, params.max_ref_mismatch, final=False)
             if params.require_phased and qc.unphased_het_calls:
                 raise InputError(vcf_path, "FORMAT/GT phasing", "phased genotypes (a|b) for every heterozygous call (--require-phased)", f"unphased heterozygous calls in the window of {g.gene_id}")
-        vcf.close()
+        reader.close()
         _check_ref_mismatch(qc, vcf_path, params.max_ref_mismatch, final=True)
+        train_rows = (genes["gene_split"] == "train").to_numpy()
+        if params.role == "main" and not np.asarray(n_alleles)[train_rows].any():
+            raise InputError(
+                vcf_path.name, "variants", f"at least one variant in the {params.window}-bp windows of the {int(train_rows.sum())} training genes (same genome build and region as the gene table?)",
+                f"none (e.g. gene {genes.loc[train_rows, 'gene_id'].iloc[0]!r} on {genes.loc[train_rows, 'vcf_contig'].iloc[0]})",
+            )
         _log_qc(qc, qc_notes)
         genes["n_alleles"] = n_alleles
         genes["off_contig"] = [GeneWindow(g.gene_id, g.fasta_contig, int(g.tss), g.strand, params.window, params.anchor, int(g.contig_length)).off_contig for g in genes.itertuples(index=False)]
@@ -263,7 +275,7 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
             tmp / "manifest.json",
             {
                 "params": asdict(params),
-                "inputs": {k: str(v) for k, v in asdict(inputs).items() if v is not None} | {"vcf_used": str(vcf_path)},
+                "inputs": _input_records(inputs, vcf_path),
                 "fasta": {"name": Path(inputs.fasta).name, "contigs": {c: ref.lengths[c] for c in sorted(set(genes["fasta_contig"]))}},
                 "qc": qc.as_dict() | qc_notes,
                 "n_genes": int(len(genes)),
@@ -272,6 +284,20 @@ def _prepare(inputs: PrepareInputs, vcf_path: Path, ref: genome.Reference, outdi
         )
     ref.close()
     return outdir
+
+
+# individual-level inputs (txrepro.io.controlled): recorded by file name and checksum, never by path
+CONTROLLED_INPUTS = ("vcf", "expression", "train_samples", "val_samples", "test_samples", "samples")
+
+
+def _input_records(inputs: PrepareInputs, vcf_path: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in asdict(inputs).items():
+        if value is not None:
+            out[key] = input_record(value, study=STUDY) if key in CONTROLLED_INPUTS else str(value)
+    if Path(vcf_path) != Path(inputs.vcf):
+        out["vcf_used"] = "a bgzip + tabix copy of the VCF made for this run (removed)"
+    return out
 
 
 def _individual_splits(inputs: PrepareInputs, params: PrepareParams, usable: list[str], in_expr: set[str], in_vcf: set[str]) -> dict[str, list[str]]:
@@ -298,6 +324,72 @@ def _individual_splits(inputs: PrepareInputs, params: PrepareParams, usable: lis
     splits = split_individuals(usable, params.split_seed, params.val_fraction, params.test_fraction)
     log.info("individuals split with seed %d: %s", params.split_seed, {k: len(v) for k, v in splits.items()})
     return splits
+
+
+MIN_INDIVIDUALS = 3  # per split: per-gene Pearson r across held-out individuals needs 3; training needs a s.d. and a fit
+
+
+def user_parameter(name: str, role: str = "main") -> str:
+    """How a user sets input `name`: the Nextflow/params-file key and the `sage_net.py prepare` option."""
+    if role == "external":
+        key = {"samples": "external_samples", "vcf": "external_vcf", "expression": "external_expression"}.get(name, name)
+        option = name
+    else:
+        key, option = name, name
+    return f"sage_net_{key} (--{option.replace('_', '-')})"
+
+
+def _check_split_sizes(splits: dict[str, list[str]], inputs: PrepareInputs, params: PrepareParams, n_usable: int) -> None:
+    """Refuse, before any long work, splits that can only fail at PrediXcan, training or evaluation."""
+    small = {k: len(v) for k, v in splits.items() if len(v) < MIN_INDIVIDUALS}
+    if not small:
+        return
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    why = f"at least {MIN_INDIVIDUALS} individuals in every split (Pearson r across held-out individuals)"
+    if params.role == "external":
+        raise InputError(user_parameter("samples", "external"), "individuals", why, f"{sizes} (individuals in both the VCF and the expression table)")
+    split = next(iter(small))
+    if inputs.train_samples is None:
+        lists = ", ".join(user_parameter(f"{k}_samples") for k in ("train", "val", "test"))
+        raise InputError(
+            "sage_net_split_seed (--split-seed)", "seeded split", f"{why}: give {lists}, or more individuals",
+            f"the {1 - params.val_fraction - params.test_fraction:.0%}/{params.val_fraction:.0%}/{params.test_fraction:.0%} split of "
+            f"{n_usable} individuals in both the VCF and the expression table gives {sizes}",
+        )
+    raise InputError(user_parameter(f"{split}_samples"), "individuals", why, f"{sizes} ({Path(getattr(inputs, f'{split}_samples')).name})")
+
+
+def _explain_no_training_genes(table: pd.DataFrame, expressed: pd.Index, ref: genome.Reference, vcf_contigs: list[str], inputs: PrepareInputs, vcf_path: Path) -> None:
+    """No gene left on the training side: say which input removed them, not just that none is left."""
+    if inputs.train_genes is not None:
+        ids = read_id_list(Path(inputs.train_genes), "train gene list")
+        candidates = table[table["gene_id"].isin(ids)]
+        if candidates.empty:
+            raise InputError(user_parameter("train_genes"), "gene ids", f"ids of the gene table {Path(inputs.genes).name}", f"none of {len(ids)} (e.g. {ids[0]!r})")
+        where = f"the {len(candidates)} genes of {user_parameter('train_genes')}"
+    else:
+        candidates = table[table["chrom"].map(chromosome_split) == "train"]
+        if candidates.empty:
+            chroms = sorted(set(table["chrom"]), key=lambda c: (len(c), c))
+            raise InputError(
+                user_parameter("genes"), "chromosomes",
+                f"genes on the training chromosomes {cfg.TRAIN_CHROMOSOMES[0]}-{cfg.TRAIN_CHROMOSOMES[-1]} (the paper's chromosome split), "
+                f"or gene lists {user_parameter('train_genes')}, {user_parameter('val_genes')}, {user_parameter('test_genes')}",
+                f"genes on {', '.join(chroms[:8])} only ({Path(inputs.genes).name})",
+            )
+        where = f"the {len(candidates)} genes on the training chromosomes {cfg.TRAIN_CHROMOSOMES[0]}-{cfg.TRAIN_CHROMOSOMES[-1]}"
+    with_expr = candidates[candidates["gene_id"].isin(expressed)]
+    if with_expr.empty:
+        raise InputError(Path(inputs.expression).name, "gene ids (first column)", f"expression rows for {where}", f"none (e.g. {candidates['gene_id'].iloc[0]!r} has no row)")
+    chroms = sorted(set(with_expr["chrom"]), key=lambda c: (len(c), c))
+    if all(genome.map_contig(c, ref.lengths) is None for c in chroms):
+        raise InputError(Path(inputs.fasta).name, "contigs", f"the chromosomes of {where} ({', '.join(chroms[:5])}; with or without 'chr')", f"FASTA contigs {list(ref.lengths)[:5]}")
+    if all(genome.map_contig(c, vcf_contigs) is None for c in chroms):
+        raise InputError(
+            vcf_path.name, "contigs", f"genotypes on the chromosomes of {where} ({', '.join(chroms[:5])}; with or without 'chr')",
+            f"records on contigs {', '.join(vcf_contigs[:5]) or 'none'}{' ...' if len(vcf_contigs) > 5 else ''} only",
+        )
+    raise InputError(Path(inputs.expression).name, "expression values", f"variation among training individuals for at least one of {where}", "every one is constant or on a contig missing from the FASTA or VCF")
 
 
 def _require_present(ids: list[str], path: Path, in_expr: set[str], in_vcf: set[str]) -> None:
@@ -360,28 +452,30 @@ def _gene_splits(genes: pd.DataFrame, inputs: PrepareInputs) -> pd.Series:
     return split
 
 
-def _gene_variants(vcf, vcf_path: Path, ref: genome.Reference, gw: GeneWindow, vcf_contig: str, samples: list[str], cache: Path | None, params: PrepareParams) -> tuple[GeneVariants, VariantQC]:
+def _gene_variants(reader: genome.GenotypeReader, vcf_path: Path, ref: genome.Reference, gw: GeneWindow, vcf_contig: str, cache: Path | None) -> tuple[GeneVariants, VariantQC]:
     rs, re_ = gw.region
-    key = cache_key(vcf_path, ref.path, samples, vcf_contig, gw.region, gw.window)
+    key = cache_key(vcf_path, ref.path, reader.samples, vcf_contig, gw.region, gw.window)
     if cache is not None:
         hit = load_gene_variants(cache / f"{gw.gene_id}.npz", key)
         if hit is not None:
             return hit
     codes = ref.fetch(gw.fasta_contig, rs, re_)
-    gv, qc = query_gene(vcf, vcf_contig, gw.region, gw.window, codes, len(samples))
+    gv, qc = query_gene(reader, vcf_contig, gw.region, gw.window, codes)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         save_gene_variants(cache / f"{gw.gene_id}.npz", gv, qc, key)
     return gv, qc
 
 
-def _count_overlaps(gv: GeneVariants) -> int:
+def _count_overlaps(gv: GeneVariants) -> tuple[int, int]:
+    """(carried insertable alleles skipped for starting inside one already inserted, carried insertable alleles)."""
     ok = gv.insertable()
+    n_carried = int(gv.haps[ok].sum())
     if ok.sum() < 2:
-        return 0
-    pos, end = gv.pos[ok], gv.pos[ok] + gv.ref_len[ok]
+        return 0, n_carried
     carried = gv.haps[ok].reshape(int(ok.sum()), -1).astype(bool)
-    return int(carried.sum() - resolve_overlaps(pos, end, carried).sum())
+    pos, end = gv.pos[ok], gv.pos[ok] + gv.ref_len[ok]
+    return n_carried - int(resolve_overlaps(pos, end, carried).sum()), n_carried
 
 
 def _check_ref_mismatch(qc: VariantQC, vcf_path: Path, threshold: float, final: bool) -> None:
@@ -400,12 +494,12 @@ def _check_ref_mismatch(qc: VariantQC, vcf_path: Path, threshold: float, final: 
 def _log_qc(qc: VariantQC, notes: dict) -> None:
     counted = [
         ("missing_calls", qc.genotype_calls, "genotype allele calls are missing: read as REF (as the original)"),
-        ("unphased_het_calls", qc.genotype_calls // 2, "heterozygous calls are unphased: alleles taken in written order (as the original)"),
-        ("haploid_calls", qc.genotype_calls // 2, "calls are haploid: the allele is used on both haplotypes"),
+        ("unphased_het_calls", qc.het_calls, "heterozygous genotypes are unphased (a/b): alleles taken in written order (as the original)"),
+        ("haploid_calls", qc.genotype_calls // 2, "genotypes (records x individuals) are haploid: the allele is used on both haplotypes"),
         ("symbolic_alleles", qc.alt_alleles, "ALT alleles are symbolic (<DEL>, *, ...): not inserted, kept as PrediXcan features"),
         ("ref_mismatch_alleles", qc.ref_checked_alleles, "ALT alleles have a REF that differs from the FASTA: not inserted"),
         ("outside_region_alleles", qc.alt_alleles, "ALT alleles have a REF span leaving the window: not inserted"),
-        ("overlap_skipped", qc.genotype_calls, "carried alleles start inside an allele already inserted on that haplotype: skipped"),
+        ("overlap_skipped", qc.carried_allele_copies, "carried ALT alleles (summed over haplotypes) start inside an allele already inserted on that haplotype: skipped"),
     ]
     for key, total, text in counted:
         n = getattr(qc, key)

@@ -24,10 +24,26 @@ from txrepro.runtime import get_logger
 log = get_logger(__name__)
 
 
+def require_unique_header(path: Path, what: str, columns: str = "sample columns") -> None:
+    """Stop on a repeated column name as written: pandas renames the second `S01` to `S01.1`, which
+    then looks like an individual missing from the VCF or a sample list instead of a duplicate."""
+    sep = "\t" if path.name.endswith((".tsv", ".tsv.gz", ".txt")) else ","
+    try:
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError, IndexError):
+        return  # read_table reports unreadable files
+    seen: set[str] = set()
+    for name in header[1:]:
+        if name in seen:
+            raise InputError(path, f"{columns} (header line)", "each column name once", f"{name!r} twice")
+        seen.add(name)
+
+
 def read_expression(path: str | os.PathLike[str], what: str = "expression table") -> pd.DataFrame:
     """Genes x samples, first column the gene id; every value a finite number."""
     p = Path(path)
     df = read_table(p, what=what, index_col=0, keep_default_na=False)  # report "n/a" as written, not as NaN
+    require_unique_header(p, what)
     if df.shape[1] == 0 or df.shape[0] == 0:
         raise InputError(p, what, "genes as rows, samples as columns, gene ids in the first column", f"shape {df.shape}")
     df.index = df.index.astype(str)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -203,20 +203,69 @@ def index_vcf(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = 
     return dst
 
 
-def open_vcf(path: Path, samples: list[str] | None = None):  # -> cyvcf2.VCF
-    """cyvcf2 reader restricted to `samples` (in that order), lazily so one query reads only them."""
+def open_vcf(path: Path):  # -> cyvcf2.VCF
+    """cyvcf2 reader of the header and records; genotypes are read through `GenotypeReader` only."""
     import cyvcf2
 
     try:
-        vcf = cyvcf2.VCF(str(path), gts012=False, strict_gt=False, lazy=True)
+        return cyvcf2.VCF(str(path), gts012=False, strict_gt=False, lazy=True)
     except (OSError, Exception) as exc:  # cyvcf2 raises bare Exception for unreadable headers
         raise InputError(path, "VCF", "a readable VCF", str(exc).splitlines()[0][:120]) from None
-    if samples is not None:
-        missing = [s for s in samples if s not in set(vcf.samples)]
+
+
+class GenotypeReader:
+    """Region queries of a VCF whose genotype columns follow `samples` in the order given.
+
+    cyvcf2's `set_samples()` restricts a reader to a subset of individuals but keeps the header's
+    order: asking for [B, A] gives columns [A, B]. A caller that labels those columns in its own
+    order (a seeded split, a shuffled sample list) hands one person's genotypes to another. This
+    class is the one place that maps requested samples to VCF columns; every genotype the study
+    reads comes out of `records()` already in the requested order.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], samples: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.samples = [str(s) for s in samples]
+        if len(set(self.samples)) != len(self.samples):
+            dup = next(s for s in self.samples if self.samples.count(s) > 1)
+            raise InputError(self.path, "samples", "each requested individual once", f"{dup!r} requested twice")
+        self._vcf = open_vcf(self.path)
+        header = list(self._vcf.samples)
+        if len(set(header)) != len(header):
+            dup = next(s for s in header if header.count(s) > 1)
+            raise InputError(self.path, "sample columns", "unique sample ids in the #CHROM header line", f"duplicate {dup!r}")
+        in_header = set(header)
+        missing = [s for s in self.samples if s not in in_header]
         if missing:
-            raise InputError(path, "samples", "every requested sample in the VCF header", f"{len(missing)} missing, e.g. {missing[0]!r}")
-        vcf.set_samples(samples)
-    return vcf
+            raise InputError(self.path, "samples", "every requested sample in the VCF header", f"{len(missing)} missing, e.g. {missing[0]!r}")
+        self._vcf.set_samples(self.samples)
+        kept = list(self._vcf.samples)  # header order, whatever order was asked for
+        if sorted(kept) != sorted(self.samples):
+            raise RuntimeError(f"cyvcf2 kept samples {kept[:3]}... for a request of {self.samples[:3]}...")
+        column = {s: i for i, s in enumerate(kept)}
+        self.columns = np.array([column[s] for s in self.samples], dtype=np.intp)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    def records(self, contig: str, start: int, end: int) -> Iterator[tuple[object, np.ndarray]]:
+        """(record, genotypes) of records overlapping [start, end) (0-based, half-open).
+
+        genotypes: int16 [n_samples, ploidy + 1] as cyvcf2's `genotype.array()` (allele indices,
+        -1 missing, -2 vector end; last column the phased flag), rows in the requested order.
+        """
+        for rec in self._vcf(f"{contig}:{max(0, start) + 1}-{max(1, end)}"):
+            yield rec, rec.genotype.array()[self.columns]
+
+    def close(self) -> None:
+        self._vcf.close()
+
+    def __enter__(self) -> GenotypeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def vcf_samples(path: Path) -> list[str]:
@@ -228,6 +277,19 @@ def vcf_samples(path: Path) -> list[str]:
 
 
 def vcf_contigs(path: Path) -> list[str]:
+    """Contigs that hold records (from the tabix/CSI index), not the header's declared ##contig list.
+
+    Real VCFs often declare the whole genome in the header (a GRCh38 header on a chr22-only file);
+    a gene on a declared but empty contig would silently get no variants at all.
+    """
+    import pysam
+
+    try:
+        with pysam.VariantFile(str(path)) as vf:
+            if vf.index is not None:
+                return list(vf.index.keys())
+    except (OSError, ValueError):
+        pass
     vcf = open_vcf(path)
     try:
         return list(vcf.seqnames)

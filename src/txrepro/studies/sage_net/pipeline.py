@@ -16,6 +16,7 @@ import pandas as pd
 
 from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_path, write_json
+from txrepro.io.controlled import redact_params
 from txrepro.metrics.table import MetricRow
 from txrepro.report.published import read_published
 from txrepro.runtime import get_logger
@@ -54,12 +55,14 @@ DEFAULTS: dict[str, Any] = {
 
 def preprocess_step(tpm: Path, covariates: Path | None, out: Path, *, n_pcs: int = 10, r2_cutoff: float = 0.9) -> Path:
     from txrepro.io.tables import read_table
-    from txrepro.studies.sage_net.expression import adjust_expression, read_expression
+    from txrepro.studies.sage_net.expression import adjust_expression, read_expression, require_unique_header
 
     tpm_df = read_expression(tpm, "TPM table")
     if (tpm_df.to_numpy() < 0).any():
         raise InputError(tpm, "TPM values", "non-negative TPM (log2(TPM+1) follows)", "negative values (already log-scaled or adjusted? then skip this step)")
     cov = read_table(covariates, what="covariates table", index_col=0) if covariates else None
+    if covariates:
+        require_unique_header(Path(covariates), "covariates table", "covariate columns")
     adjusted, report = adjust_expression(tpm_df, cov, n_pcs=n_pcs, r2_cutoff=r2_cutoff, covariates_path=covariates or Path("covariates"))
     with atomic_path(out) as tmp:
         adjusted.to_csv(tmp)
@@ -120,8 +123,10 @@ def evaluate_step(
     inputs = {"prepared": str(prepared), "predixcan": str(predixcan), "rsagenet": str(rsagenet), "psagenet": str(psagenet)}
     if external:
         inputs["external_prepared"] = str(external)
-    inputs |= {f"cohort_{k}": v for k, v in main.manifest.get("inputs", {}).items()}
-    run_params = dict(params or {}) | {"top_genes": top_genes, "cohort": cohort, "external_cohort": external_cohort}
+    inputs |= {f"cohort_{k}": v for k, v in main.manifest.get("inputs", {}).items()}  # controlled ones: name + checksum (prepare)
+    if ext is not None:
+        inputs |= {f"external_cohort_{k}": v for k, v in ext.manifest.get("inputs", {}).items()}
+    run_params = redact_params(dict(params or {}), with_checksum=True) | {"top_genes": top_genes, "cohort": cohort, "external_cohort": external_cohort}
     return finish_study(outdir, STUDY, rows, data_source=data_source, figures=figures, inputs=inputs, params=run_params)  # type: ignore[arg-type]
 
 

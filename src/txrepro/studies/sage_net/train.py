@@ -95,10 +95,20 @@ def load_model(path: str | Path, kind: str, device: str = "cpu") -> tuple[nn.Mod
     p = Path(path) / "model.pt"
     if not p.is_file():
         raise InputError(Path(path), "model folder", f"the output of `sage_net.py train-{kind}` (model.pt)", "no model.pt")
-    ckpt = torch.load(p, map_location=device, weights_only=False)
-    cfg = ModelConfig(**ckpt["config"])
-    model = (RSageNet if kind == "rsagenet" else PSageNet)(cfg)
-    model.load_state_dict(ckpt["state_dict"])
+    # weights_only: a model folder can come from anywhere; a full unpickle would run code it carries
+    try:
+        ckpt = torch.load(p, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for foreign or corrupt files
+        detail = "objects other than tensors and plain containers (refused unread: it could run code)" if "weights_only" in str(exc).lower() or "unsupported global" in str(exc).lower() else type(exc).__name__
+        raise InputError(p, "model file", f"a {kind} checkpoint saved by `sage_net.py train-{kind}` (tensors, numbers, strings)", detail) from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "config", "meta"} <= set(ckpt):
+        raise InputError(p, "model file", f"a {kind} checkpoint with state_dict, config and meta", f"keys {sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__}")
+    try:
+        cfg = ModelConfig(**ckpt["config"])
+        model = (RSageNet if kind == "rsagenet" else PSageNet)(cfg)
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError, KeyError) as exc:
+        raise InputError(p, "model file", f"a {kind} checkpoint matching this version's architecture", str(exc).splitlines()[0][:160]) from None
     return model.to(device).eval(), ckpt["meta"] | {"config": cfg}
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from txrepro.errors import InputError
 from txrepro.io.atomic import atomic_path
 from txrepro.runtime import get_logger
-from txrepro.studies.sage_net.genome import encode
+from txrepro.studies.sage_net.genome import GenotypeReader, encode
 
 log = get_logger(__name__)
 
@@ -32,7 +32,7 @@ log = get_logger(__name__)
 SYMBOLIC = 1  # <DEL>, <CN0>, *, breakends: no sequence to insert
 REF_MISMATCH = 2  # VCF REF differs from the FASTA at that position
 OUTSIDE_REGION = 4  # REF span not inside the fetched region (cannot be inserted)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: genotype columns in the requested sample order (version 1 kept the VCF header's)
 
 
 @dataclass
@@ -47,11 +47,13 @@ class VariantQC:
     ref_checked_alleles: int = 0
     ref_mismatch_alleles: int = 0
     outside_region_alleles: int = 0
-    genotype_calls: int = 0
+    genotype_calls: int = 0  # allele calls: records x individuals x 2
     missing_calls: int = 0
+    het_calls: int = 0  # heterozygous genotypes (two different called alleles)
     unphased_het_calls: int = 0
     haploid_calls: int = 0
     overlap_skipped: int = 0
+    carried_allele_copies: int = 0  # insertable ALT alleles carried, summed over haplotypes
     ref_mismatch_examples: list[str] = field(default_factory=list)
 
     def add(self, other: VariantQC) -> None:
@@ -121,19 +123,22 @@ def is_symbolic(alt: str) -> bool:
 
 
 def query_gene(
-    vcf,  # cyvcf2.VCF restricted to the study's samples
+    reader: GenotypeReader,
     vcf_contig: str,
     region: tuple[int, int],
     window: tuple[int, int],
     region_codes: np.ndarray,
-    n_samples: int,
 ) -> tuple[GeneVariants, VariantQC]:
-    """All ALT alleles whose REF overlaps `region` (0-based, half-open), for every sample at once."""
+    """All ALT alleles whose REF overlaps `region` (0-based, half-open), for every sample at once.
+
+    Columns of the haplotype matrix follow `reader.samples` (GenotypeReader maps them to the VCF).
+    """
+    n_samples = reader.n_samples
     rs, re_ = region
     w0, w1 = window
     qc = VariantQC()
     pos, refs, alts, flags, in_win, haps = [], [], [], [], [], []
-    for rec in vcf(f"{vcf_contig}:{max(0, rs) + 1}-{max(1, re_)}"):
+    for rec, gt in reader.records(vcf_contig, rs, re_):
         start = int(rec.start)
         ref = str(rec.REF).upper()
         stop = start + len(ref)
@@ -143,7 +148,7 @@ def query_gene(
         alt_list = [str(a) for a in rec.ALT]
         if len(alt_list) > 1:
             qc.multiallelic_records += 1
-        gt = rec.genotype.array()  # int16 [n, ploidy + 1]: alleles..., phased flag
+        # gt: int16 [n, ploidy + 1]: alleles..., phased flag; rows in the requested sample order
         alleles = gt[:, :-1].astype(np.int16)
         phased = gt[:, -1].astype(bool)
         if alleles.shape[1] == 1:  # haploid file (chrY, male chrX)
@@ -159,6 +164,7 @@ def query_gene(
         qc.genotype_calls += alleles.size
         qc.missing_calls += int(missing.sum())
         het = (alleles[:, 0] != alleles[:, 1]) & ~missing.any(axis=1)
+        qc.het_calls += int(het.sum())
         qc.unphased_het_calls += int((het & ~phased).sum())
         inside = start >= rs and stop <= re_
         ref_ok = True
@@ -230,10 +236,13 @@ def resolve_overlaps(pos: np.ndarray, end: np.ndarray, carried: np.ndarray) -> n
 
 
 def cache_key(vcf: Path, fasta: Path, samples: list[str], vcf_contig: str, region: tuple[int, int], window: tuple[int, int]) -> str:
-    """Identity of a cached matrix: the files (path, size, mtime), the samples and the region."""
+    """Identity of a cached matrix: the files (path, size, mtime), the samples and the region.
+
+    Paths enter as a hash: the key is stored in every .npz and the VCF's path is controlled-access.
+    """
     def ident(p: Path) -> list:
         st = p.stat()
-        return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+        return [hashlib.sha256(str(p.resolve()).encode()).hexdigest(), st.st_size, st.st_mtime_ns]
 
     payload = {
         "v": CACHE_VERSION, "vcf": ident(vcf), "fasta": ident(fasta), "contig": vcf_contig, "region": list(region),
